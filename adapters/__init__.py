@@ -1,0 +1,75 @@
+"""Adapters: one Flow protocol over PyTorch, JAX and TFP implementations.
+
+    import adapters
+    backend = adapters.load("torch")
+    flow = backend.build(adapters.FlowSpec(arch="maf", dim=2), seed=0)
+
+Frameworks are imported only inside their backend subpackage, on ``load``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from .base import Backend, Flow, TrainConfig
+from .errors import (BackendUnavailable, DeviceError, DTypeError, FlowbenchError,
+                     InvalidInput, NonFiniteError, ShapeError, SpecError, UnknownArch,
+                     UnsupportedSpec)
+from .spec import ARCHS, PRESET_DOCS, PRESETS, FlowSpec
+
+# name -> (module, framework modules it needs, install hint)
+REGISTRY: dict[str, tuple[str | None, tuple[str, ...], str]] = {
+    "torch": ("adapters.torch", ("torch",), "pip install 'flowbench[torch]'"),
+    "jax": (None, ("jax", "distrax", "optax"), "not implemented yet (issue 3)"),
+    "tfp": (None, ("tensorflow", "tensorflow_probability"), "not implemented yet (issue 4)"),
+}
+
+_loaded: dict[str, Backend] = {}
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def _reason(name: str) -> str | None:
+    """None when the backend can load, else why not."""
+    if name not in REGISTRY:
+        return f"unknown backend {name!r}; known: {', '.join(REGISTRY)}"
+    module, needs, hint = REGISTRY[name]
+    if module is None:
+        return hint
+    for mod in needs:
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed: {hint}"
+    return None
+
+
+def available() -> dict[str, str | None]:
+    """backend name -> None if it can be loaded, else the reason it cannot."""
+    return {name: _reason(name) for name in REGISTRY}
+
+
+def load(name: str) -> Backend:
+    """The backend object; raises BackendUnavailable with a hint when it cannot load."""
+    if name in _loaded:
+        return _loaded[name]
+    reason = _reason(name)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} unavailable: {reason}")
+    module = importlib.import_module(REGISTRY[name][0])
+    try:
+        backend = module.get_backend()
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} unavailable: {exc}; "
+                                 f"{REGISTRY[name][2]}") from exc
+    _loaded[name] = backend
+    return backend
+
+
+__all__ = [
+    "ARCHS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable", "DTypeError",
+    "DeviceError", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput", "NonFiniteError",
+    "ShapeError", "SpecError", "TrainConfig", "UnknownArch", "UnsupportedSpec", "available",
+    "load", "names",
+]

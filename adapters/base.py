@@ -1,0 +1,152 @@
+"""The Flow protocol and what every backend shares: input checks, numpy <-> native.
+
+A backend subclasses ``Backend`` and ``Flow`` and implements the underscore methods,
+which take and return native arrays and assume valid input. The public methods check
+input (shape, dtype, NaN/inf) and give back what they were given: numpy in, numpy out;
+native in, native out. The harness times the underscore methods, so no check or host
+transfer lands in a timed region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DTypeError, InvalidInput, NonFiniteError, ShapeError
+from .spec import FlowSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser settings, the same for every backend: Adam on the mean NLL of a batch."""
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_norm: float | None = None  # global gradient-norm clipping, off by default
+
+
+class Backend:
+    name: str = ""
+    framework: str = ""
+    native_types: tuple = ()
+
+    def version(self) -> str: ...
+    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
+              train: TrainConfig | None = None) -> "Flow": ...
+    def to_numpy(self, a) -> np.ndarray: ...
+    def to_native(self, a, device: str | None = None): ...
+    def block(self, a): ...
+    def devices(self) -> list[str]: ...
+
+    def is_native(self, a) -> bool:
+        return isinstance(a, self.native_types)
+
+    def __repr__(self):
+        return f"<flowbench backend {self.name} ({self.framework} {self.version()})>"
+
+
+class Flow:
+    """One flow of one backend. See DESIGN.md for the contract."""
+
+    backend: Backend
+    spec: FlowSpec
+    device: str
+    # conditioner-network evaluations made by the last op (sequential passes show here)
+    passes: int = 0
+
+    # --- backend hooks: native arrays in and out, input already checked ---------------
+    def _log_prob(self, x): ...
+    def _inverse(self, x): ...
+    def _forward(self, z): ...
+    def _sample(self, n: int, seed: int): ...
+    def _train_step(self, x) -> float: ...
+    def _native_check(self, a) -> tuple[tuple, str, bool]:
+        """(shape, dtype kind letter, all finite) of a native array."""
+        ...
+
+    # --- public contract --------------------------------------------------------------
+    def log_prob(self, x):
+        native, was_numpy = self._accept(x, "x")
+        return self._give(self._log_prob(native), was_numpy)
+
+    def inverse(self, x):
+        native, was_numpy = self._accept(x, "x")
+        z, logdet = self._inverse(native)
+        return self._give(z, was_numpy), self._give(logdet, was_numpy)
+
+    def forward(self, z):
+        native, was_numpy = self._accept(z, "z")
+        x, logdet = self._forward(native)
+        return self._give(x, was_numpy), self._give(logdet, was_numpy)
+
+    def sample(self, n: int, seed: int = 0, native: bool = False):
+        """n draws as a numpy array (a native array with native=True)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InvalidInput(f"sample needs a positive int n, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise InvalidInput(f"seed must be an int, got {seed!r}")
+        out = self._sample(int(n), int(seed))
+        return out if native else self.backend.to_numpy(out)
+
+    def train_step(self, x) -> float:
+        native, _ = self._accept(x, "x")
+        return float(self._train_step(native))
+
+    def num_params(self) -> int:
+        """Trained scalars (fixed permutations and signs excluded)."""
+        from .canonical import FIXED, weight_shapes
+        return int(sum(np.prod(shape) for name, (shape, _) in weight_shapes(self.spec).items()
+                       if name.rsplit(".", 1)[-1] not in FIXED))
+
+    def get_weights(self) -> dict[str, np.ndarray]: ...
+    def set_weights(self, weights: dict) -> None: ...
+
+    def initialize(self, x) -> None:
+        """Data-dependent initialisation (Glow's ActNorm) from batch x; a no-op otherwise.
+
+        Runs by itself on the first train_step. log_prob/inverse never change parameters,
+        so round trips stay exact on an untrained flow.
+        """
+        native, _ = self._accept(x, "x")
+        self._initialize(native)
+
+    def _initialize(self, x) -> None:
+        pass
+
+    # --- checks -----------------------------------------------------------------------
+    def _accept(self, a, what: str):
+        dim = self.spec.dim
+        if self.backend.is_native(a):
+            shape, kind, finite = self._native_check(a)
+            was_numpy = False
+        else:
+            try:
+                arr = np.asarray(a)
+            except Exception as exc:  # ragged lists and the like
+                raise InvalidInput(f"{what} is not array-like: {exc}") from None
+            shape, kind = arr.shape, arr.dtype.kind
+            finite = None
+            was_numpy = True
+        if len(shape) != 2 or shape[1] != dim:
+            raise ShapeError(f"{what} must have shape (n, {dim}) for this {dim}-D flow, "
+                             f"got {tuple(shape)}")
+        if shape[0] < 1:
+            raise ShapeError(f"{what} is empty: shape {tuple(shape)}")
+        if kind != "f":
+            raise DTypeError(f"{what} must hold real floating point numbers (float32; float64 "
+                             f"is cast), got dtype kind {kind!r}")
+        if was_numpy:
+            arr = arr.astype(np.float32, copy=False)
+            finite = bool(np.isfinite(arr).all())
+        if not finite:
+            raise NonFiniteError(f"{what} holds NaN or infinite values")
+        return (self.backend.to_native(arr, self.device) if was_numpy
+                else self.backend.to_native(a, self.device)), was_numpy
+
+    def _give(self, a, as_numpy: bool):
+        return self.backend.to_numpy(a) if as_numpy else a
+
+    def __repr__(self):
+        return (f"<{self.backend.name} flow {self.spec.label} dim={self.spec.dim} "
+                f"layers={self.spec.layers} on {self.device}>")

@@ -1,0 +1,158 @@
+"""FlowSpec: a framework-free description of one flow.
+
+A spec is an arch preset plus the axes underneath it. The preset only fills in the axes
+the caller left as ``None``, so ``FlowSpec(arch="maf", transform="spline")`` is a valid
+non-preset combination, as is ``FlowSpec(arch="custom", conditioner="coupling",
+transform="mlp", ...)``.
+
+Axes
+----
+transform    additive | affine | mlp | spline     the scalar bijection per dimension
+conditioner  coupling | autoregressive            what its parameters may depend on
+direction    density | sampling                   which way is one pass: density-fast
+             (MAF-like, x -> z cheap) or sampling-fast (IAF-like, z -> x cheap)
+scale        exp | sigmoid                        affine scale: exp(s) or Glow's sigmoid(s + 2)
+actnorm, linear ("none" | "lu"), final_scale      Glow's and NICE's extra layers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import SpecError, UnknownArch
+
+TRANSFORMS = ("additive", "affine", "mlp", "spline")
+CONDITIONERS = ("coupling", "autoregressive")
+DIRECTIONS = ("density", "sampling")
+SCALES = ("exp", "sigmoid")
+LINEARS = ("none", "lu")
+BASES = ("normal", "logistic")
+ACTIVATIONS = ("relu", "tanh")
+DTYPES = ("float32",)
+
+# The axes each preset sets; everything not listed takes the FlowSpec default.
+PRESETS: dict[str, dict] = {
+    "nice": dict(transform="additive", conditioner="coupling", final_scale=True),
+    "realnvp": dict(transform="affine", conditioner="coupling"),
+    "maf": dict(transform="affine", conditioner="autoregressive"),
+    "iaf": dict(transform="affine", conditioner="autoregressive", direction="sampling"),
+    "naf": dict(transform="mlp", conditioner="autoregressive"),
+    "nsf": dict(transform="spline", conditioner="coupling"),
+    "nsf-ar": dict(transform="spline", conditioner="autoregressive"),
+    "glow": dict(transform="affine", conditioner="coupling", scale="sigmoid",
+                 actnorm=True, linear="lu"),
+}
+PRESET_DOCS = {
+    "nice": "additive coupling + final diagonal scaling (Dinh et al. 2014)",
+    "realnvp": "affine coupling, exp scale, alternating masks (Dinh et al. 2017)",
+    "maf": "MADE affine, density direction one pass, order reversed between layers",
+    "iaf": "the MAF layer inverted: sampling one pass, density dim passes",
+    "naf": "MADE + deep sigmoidal flow transformer; inverse by bisection (Huang et al. 2018)",
+    "nsf": "coupling rational-quadratic spline, identity tails (Durkan et al. 2019)",
+    "nsf-ar": "autoregressive rational-quadratic spline (Durkan et al. 2019)",
+    "glow": "ActNorm + LU 1x1 linear map + affine coupling with sigmoid scale (Kingma & Dhariwal 2018)",
+}
+ARCHS = tuple(PRESETS) + ("custom",)
+
+_DEFAULTS = dict(transform=None, conditioner=None, direction="density", scale="exp",
+                 actnorm=False, linear="none", final_scale=False)
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    arch: str = "maf"
+    dim: int = 2
+    layers: int = 5
+    hidden: tuple[int, ...] = (64, 64)
+    transform: str | None = None
+    conditioner: str | None = None
+    direction: str | None = None
+    scale: str | None = None
+    actnorm: bool | None = None
+    linear: str | None = None
+    final_scale: bool | None = None
+    bins: int = 8
+    tail_bound: float = 5.0
+    naf_hidden: int = 8
+    base: str = "normal"
+    activation: str = "relu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
+            raise UnknownArch(
+                f"unknown arch {self.arch!r}; known: {', '.join(ARCHS)}")
+        preset = PRESETS.get(self.arch, {})
+        for axis, default in _DEFAULTS.items():
+            if getattr(self, axis) is None:
+                object.__setattr__(self, axis, preset.get(axis, default))
+        try:
+            hidden = tuple(int(h) for h in self.hidden)
+        except TypeError:
+            raise SpecError(f"hidden must be a sequence of layer widths, got {self.hidden!r}")
+        object.__setattr__(self, "hidden", hidden)
+        self._validate()
+
+    def _validate(self):
+        if self.transform is None or self.conditioner is None:
+            raise SpecError("arch='custom' needs transform= and conditioner=")
+        for axis, allowed in (("transform", TRANSFORMS), ("conditioner", CONDITIONERS),
+                              ("direction", DIRECTIONS), ("scale", SCALES),
+                              ("linear", LINEARS), ("base", BASES),
+                              ("activation", ACTIVATIONS), ("dtype", DTYPES)):
+            if getattr(self, axis) not in allowed:
+                raise SpecError(f"{axis}={getattr(self, axis)!r} is not one of {allowed}")
+        for name in ("dim", "layers", "bins", "naf_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(f"{name} must be an int, got {value!r}")
+        if self.dim < 1:
+            raise SpecError(f"dim must be >= 1, got {self.dim}")
+        if self.layers < 1:
+            raise SpecError(f"layers must be >= 1, got {self.layers}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise SpecError(f"hidden needs at least one layer of width >= 1, got {self.hidden}")
+        if self.conditioner == "coupling" and self.dim < 2:
+            raise SpecError("a coupling layer needs dim >= 2: with dim 1 there is nothing "
+                            "to condition on (use conditioner='autoregressive')")
+        if self.bins < 2:
+            raise SpecError(f"bins must be >= 2 for a spline, got {self.bins}")
+        if self.bins * 1e-3 >= 1.0:
+            raise SpecError(f"bins={self.bins} too many for the minimum bin size 1e-3")
+        if not (float(self.tail_bound) > 0 and float(self.tail_bound) < float("inf")):
+            raise SpecError(f"tail_bound must be positive and finite, got {self.tail_bound}")
+        if self.naf_hidden < 1:
+            raise SpecError(f"naf_hidden must be >= 1, got {self.naf_hidden}")
+
+    @property
+    def label(self) -> str:
+        """The preset name when the axes are exactly the preset's, else a description."""
+        preset = PRESETS.get(self.arch)
+        if preset is not None and all(getattr(self, k) == preset.get(k, d)
+                                      for k, d in _DEFAULTS.items()):
+            return self.arch
+        parts = [self.transform, self.conditioner]
+        if self.direction != "density":
+            parts.append("sampling-fast")
+        if self.actnorm:
+            parts.append("actnorm")
+        if self.linear != "none":
+            parts.append(self.linear)
+        if self.final_scale:
+            parts.append("final-scale")
+        return "+".join(parts)
+
+    @property
+    def params_per_dim(self) -> int:
+        """Conditioner outputs per transformed dimension (canonical layout)."""
+        return {"additive": 1, "affine": 2, "mlp": 3 * self.naf_hidden,
+                "spline": 3 * self.bins - 1}[self.transform]
+
+    def replace(self, **changes) -> "FlowSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d

@@ -1,0 +1,147 @@
+"""Blocks of canonical.py as torch modules; parameter names follow the canonical layout.
+
+Every block maps x -> z with ``to_latent`` and z -> x with ``to_data``, each returning
+(output, log|det d output / d input|) per row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import canonical as C
+from .transformers import transformer
+
+
+class Linear(nn.Module):
+    """y = x @ (weight * mask) + bias, weight stored (fan_in, fan_out) as in the layout."""
+
+    def __init__(self, fan_in: int, fan_out: int, mask=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(fan_in, fan_out))
+        self.bias = nn.Parameter(torch.zeros(fan_out))
+        self.register_buffer("mask", None if mask is None else torch.as_tensor(mask),
+                             persistent=False)
+
+    def forward(self, x):
+        w = self.weight if self.mask is None else self.weight * self.mask
+        return torch.addmm(self.bias, x, w)
+
+
+class Conditioned(nn.Module):
+    """A coupling or MADE block: the core map h(u) = g(u; theta(.)) and its inverse."""
+
+    def __init__(self, block: C.Block, spec, counter: list):
+        super().__init__()
+        self.block, self.spec, self.counter = block, spec, counter
+        masks = C.block_masks(block)
+        sizes = block.net_sizes
+        self.net = nn.ModuleList(
+            Linear(fi, fo, None if masks is None else masks[k])
+            for k, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])))
+        self.act = torch.relu if spec.activation == "relu" else torch.tanh
+        self.P = block.params_per_dim
+        if block.kind == "coupling":
+            self.register_buffer("A", torch.tensor(block.identity), persistent=False)
+            self.register_buffer("B", torch.tensor(block.transformed), persistent=False)
+        else:
+            # one conditioner pass per degree, lowest first
+            self.order = [int(i) for i in torch.argsort(torch.tensor(block.degrees))]
+
+    def theta(self, h):
+        self.counter[0] += 1
+        for k, layer in enumerate(self.net):
+            h = layer(h)
+            if k < len(self.net) - 1:
+                h = self.act(h)
+        return h.reshape(h.shape[0], -1, self.P)
+
+    def core(self, u, inverse: bool):
+        spec = self.spec
+        if self.block.kind == "coupling":
+            theta = self.theta(u.index_select(1, self.A))
+            vb, ld = transformer(u.index_select(1, self.B), theta, spec, inverse)
+            return u.index_copy(1, self.B, vb), ld.sum(1)
+        if not inverse:
+            v, ld = transformer(u, self.theta(u), spec, False)
+            return v, ld.sum(1)
+        out = torch.zeros_like(u)
+        total = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+        for i in self.order:
+            theta = self.theta(out)[:, i:i + 1]
+            val, ld = transformer(u[:, i:i + 1], theta, spec, True)
+            out = out.index_copy(1, torch.tensor([i], device=u.device), val)
+            total = total + ld[:, 0]
+        return out, total
+
+    def to_latent(self, x):
+        return self.core(x, inverse=self.block.inverted)
+
+    def to_data(self, z):
+        return self.core(z, inverse=not self.block.inverted)
+
+
+class ActNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    @torch.no_grad()
+    def initialize(self, x):
+        self.loc.copy_(x.mean(0))
+        self.log_scale.copy_(torch.log(x.std(0, unbiased=False) + C.ACTNORM_EPS))
+
+    def to_latent(self, x):
+        return (x - self.loc) * torch.exp(-self.log_scale), \
+            (-self.log_scale.sum()).expand(x.shape[0])
+
+    def to_data(self, z):
+        return z * torch.exp(self.log_scale) + self.loc, self.log_scale.sum().expand(z.shape[0])
+
+
+class LU(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.lower = nn.Parameter(torch.zeros(dim, dim))
+        self.upper = nn.Parameter(torch.zeros(dim, dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("sign", torch.ones(dim))
+        self.register_buffer("perm", torch.arange(dim))
+
+    def factors(self):
+        eye = torch.eye(self.log_diag.shape[0], device=self.log_diag.device)
+        L = torch.tril(self.lower, -1) + eye
+        U = torch.triu(self.upper, 1) + torch.diag(self.sign * torch.exp(self.log_diag))
+        return L, U
+
+    def to_latent(self, x):
+        L, U = self.factors()
+        return (x @ (L @ U).T)[:, self.perm], self.log_diag.sum().expand(x.shape[0])
+
+    def to_data(self, z):
+        L, U = self.factors()
+        y = z[:, torch.argsort(self.perm)].T
+        y = torch.linalg.solve_triangular(L, y, upper=False, unitriangular=True)
+        y = torch.linalg.solve_triangular(U, y, upper=True)
+        return y.T, (-self.log_diag.sum()).expand(z.shape[0])
+
+
+class Scale(nn.Module):
+    """NICE's final diagonal scaling."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def to_latent(self, x):
+        return x * torch.exp(self.log_scale), self.log_scale.sum().expand(x.shape[0])
+
+    def to_data(self, z):
+        return z * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(z.shape[0])
+
+
+def make_block(block: C.Block, spec, counter: list) -> nn.Module:
+    if block.conditioned:
+        return Conditioned(block, spec, counter)
+    return {"actnorm": ActNorm, "lu": LU, "scale": Scale}[block.kind](block.dim)

@@ -1,0 +1,1 @@
+"""The harness: timing, quick job, CLI (asv suite and matrix runner come later)."""
