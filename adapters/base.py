@@ -99,6 +99,22 @@ class Flow:
         return int(sum(np.prod(shape) for name, (shape, _) in weight_shapes(self.spec).items()
                        if name.rsplit(".", 1)[-1] not in FIXED))
 
+    def jacobian(self, a, direction: str = "forward", eps: float = 1e-3) -> np.ndarray:
+        """Per-row Jacobian (n, dim, dim) of forward (z -> x) or inverse (x -> z).
+
+        Central finite differences here; backends override it with autodiff.
+        """
+        fn = self.forward if direction == "forward" else self.inverse
+        a = np.asarray(a, np.float32)
+        n, d = a.shape
+        jac = np.empty((n, d, d))
+        for j in range(d):
+            step = np.zeros_like(a)
+            step[:, j] = eps
+            jac[:, :, j] = (np.asarray(fn(a + step)[0], np.float64)
+                            - np.asarray(fn(a - step)[0], np.float64)) / (2 * eps)
+        return jac
+
     def get_weights(self) -> dict[str, np.ndarray]: ...
     def set_weights(self, weights: dict) -> None: ...
 
@@ -137,7 +153,8 @@ class Flow:
             raise DTypeError(f"{what} must hold real floating point numbers (float32; float64 "
                              f"is cast), got dtype kind {kind!r}")
         if was_numpy:
-            arr = arr.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # float64 beyond float32 range: caught below
+                arr = arr.astype(np.float32, copy=False)
             finite = bool(np.isfinite(arr).all())
         if not finite:
             raise NonFiniteError(f"{what} holds NaN or infinite values")

@@ -222,6 +222,26 @@ def init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
     return w
 
 
+def random_weights(spec: FlowSpec, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
+    """The initial weights plus N(0, scale^2) noise on every trained array (divided by
+    sqrt(fan_in) on network weights): a flow far enough from identity that parity and
+    round-trip checks mean something, and tame enough to stay finite at |x| = 50."""
+    rng = np.random.default_rng([seed, 7])
+    w = init_weights(spec, seed)
+    for b in blocks(spec):
+        masks = block_masks(b)
+        for name in [k for k in w if k.startswith(b.name + ".")]:
+            if name.rsplit(".", 1)[-1] in FIXED:
+                continue
+            noise = scale * rng.standard_normal(w[name].shape)
+            if name.endswith(".weight"):  # keep pre-activations O(scale) as fan-in grows
+                noise /= np.sqrt(w[name].shape[0])
+                if masks is not None:
+                    noise = noise * masks[int(name.split(".")[-2])]
+            w[name] = (w[name] + noise).astype(np.float32)
+    return w
+
+
 def check_weights(spec: FlowSpec, weights: dict) -> dict[str, np.ndarray]:
     """Validate a canonical weight dict against the spec; returns float32/int64 copies."""
     shapes = weight_shapes(spec)

@@ -1,0 +1,58 @@
+"""nox sessions. All of them share ONE environment (.nox/flowbench, flowbench[all]):
+the frameworks weigh about 4 GB and installing them once per session would be waste.
+The environment is rebuilt only when pyproject.toml changes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"
+
+ROOT = Path(__file__).resolve().parent
+ENV = ROOT / ".nox" / "flowbench"
+
+
+def shared_env(session: nox.Session) -> Path:
+    """The shared environment's bin/ folder, created or refreshed when needed."""
+    stamp = ENV / ".flowbench-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not (stamp.exists() and stamp.read_text() == want):
+        session.log(f"building the shared environment in {ENV} (once; ~4 GB)")
+        session.run(sys.executable, "-m", "venv", "--clear", str(ENV), external=True)
+        session.run(str(ENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--upgrade", "pip", external=True)
+        session.run(str(ENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "-e", f"{ROOT}[all]", external=True)
+        stamp.write_text(want)
+    return ENV / "bin"
+
+
+def run(session: nox.Session, *args: str, **kw) -> None:
+    bin_dir = shared_env(session)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "VIRTUAL_ENV": str(ENV), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    session.run(str(bin_dir / args[0]), *args[1:], env=env, external=True, **kw)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pytest's exit code 5, no tests collected, fails the session)."""
+    run(session, "python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def quick(session: nox.Session) -> None:
+    """The main job: every available backend x arch preset, briefly trained on Eq. 39."""
+    run(session, "flowbench", "run", "--preset", "quick", *session.posargs)
+
+
+@nox.session(name="list")
+def list_(session: nox.Session) -> None:
+    """Backends (and why one is unavailable), presets, datasets."""
+    run(session, "flowbench", "list")

@@ -1,0 +1,56 @@
+"""Shared fixtures. Backend tests are parametrized over every registered backend, so a
+new backend runs the same suite. A backend that cannot load is skipped with its reason,
+unless FLOWBENCH_REQUIRE_BACKENDS names it (CI does): then the skip is a failure."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import adapters
+
+REQUIRED = {b for b in os.environ.get("FLOWBENCH_REQUIRE_BACKENDS", "").split(",") if b}
+PRESETS = list(adapters.PRESETS)
+
+# Non-preset points of the matrix: every transform with each conditioner and direction.
+COMBOS = {
+    "coupling-mlp": dict(arch="custom", transform="mlp", conditioner="coupling"),
+    "coupling-mlp-sampling": dict(arch="custom", transform="mlp", conditioner="coupling",
+                                  direction="sampling"),
+    "ar-additive": dict(arch="custom", transform="additive", conditioner="autoregressive"),
+    "ar-sigmoid-affine": dict(arch="maf", scale="sigmoid"),
+    "ar-spline-sampling": dict(arch="nsf-ar", direction="sampling"),
+    "naf-sampling": dict(arch="naf", direction="sampling"),
+    "realnvp-actnorm-lu": dict(arch="realnvp", actnorm=True, linear="lu"),
+    "maf-logistic-base": dict(arch="maf", base="logistic"),
+    "nsf-tanh-finalscale": dict(arch="nsf", activation="tanh", final_scale=True),
+}
+ALL_ARCHS = PRESETS + list(COMBOS)
+
+
+def make_spec(arch: str, dim: int, layers: int = 3, hidden=(16, 16)) -> adapters.FlowSpec:
+    kw = COMBOS.get(arch, {"arch": arch})
+    return adapters.FlowSpec(**kw, dim=dim, layers=layers, hidden=hidden)
+
+
+# Registered backends that have code; planned ones (jax, tfp before their issues land)
+# are listed by `flowbench list` and join this suite when their module exists.
+IMPLEMENTED = [name for name, (module, _, _) in adapters.REGISTRY.items() if module]
+
+
+@pytest.fixture(params=IMPLEMENTED)
+def backend(request):
+    name = request.param
+    why = adapters.available()[name]
+    if why is not None:
+        if name in REQUIRED:
+            pytest.fail(f"backend {name} is required here but unavailable: {why}")
+        pytest.skip(f"backend {name} unavailable: {why}")
+    return adapters.load(name)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import adapters
+from benchmarks import cli
+from benchmarks.quick import QuickConfig, run_quick
+from benchmarks.timing import measure
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ["torch", "jax", "tfp", "maf", "glow", "eq39", "quick"]:
+        assert word in out
+    for name, why in adapters.available().items():
+        if why is not None:
+            assert why.split(":")[0][:20] in out
+
+
+def test_quick_run_writes_results(tmp_path, capsys):
+    rc = cli.main(["run", "--preset", "quick", "--steps", "30", "--archs", "maf", "nsf",
+                   "--backends", "torch", "--out", str(tmp_path)])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "quick.csv")
+    assert set(df["status"]) == {"ok"}
+    nll = df[(df.metric == "test_nll")].set_index("arch")["value"]
+    assert set(nll.index) == {"maf", "nsf"} and np.isfinite(nll).all()
+    assert np.allclose(df["target_entropy"].dropna(), 3.531024, atol=1e-5)
+    times = df[df.metric.str.startswith("time_")]
+    assert len(times) == 4 and (times["value"] > 0).all()
+    assert {"git_commit", "python", "threads"} <= set(df.columns)
+    md = (tmp_path / "quick.md").read_text()
+    assert "test NLL" in md and "Reproduce" in md
+    assert "maf" in capsys.readouterr().out
+
+
+def test_failing_cell_is_recorded_and_the_run_goes_on():
+    cfg = QuickConfig(steps=5, archs=("maf",), backends=("torch", "nosuch"), n_train=500,
+                      n_test=200)
+    rows = run_quick(cfg, log=lambda *_: None)
+    df = pd.DataFrame(rows)
+    bad = df[df.backend == "nosuch"]
+    assert list(bad.status) == ["skipped"] and "unknown backend" in bad.error.iloc[0]
+    assert (df[df.backend == "torch"].status == "ok").all()
+
+
+def test_diverging_training_is_a_failed_row(monkeypatch):
+    flow_cls = type(adapters.load("torch").build(adapters.FlowSpec(arch="maf")))
+    monkeypatch.setattr(flow_cls, "_train_step", lambda self, x: float("nan"))
+    rows = run_quick(QuickConfig(steps=3, archs=("maf",), backends=("torch",), n_train=100,
+                                 n_test=50), log=lambda *_: None)
+    assert rows[-1]["status"] == "failed" and "diverged" in rows[-1]["error"]
+
+
+def test_bad_arch_is_a_clear_error(capsys):
+    assert cli.main(["run", "--archs", "planar", "--steps", "1"]) == 2
+    assert "unknown arch 'planar'" in capsys.readouterr().err
+
+
+def test_measure_blocks_every_call_and_counts():
+    calls, blocked = [], []
+    stats = measure(lambda: calls.append(1) or len(calls), blocked.append, min_repeats=7,
+                    min_time=0.0)
+    assert stats["repeats"] == 7 and len(calls) == len(blocked) == 9  # first + warm-up + 7
+    assert stats["min"] <= stats["median"] and stats["first"] >= 0
