@@ -42,8 +42,14 @@ def run(session: nox.Session, *args: str, **kw) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (pytest's exit code 5, no tests collected, fails the session)."""
-    run(session, "python", "-m", "pytest", *(session.posargs or ["-q"]))
+    """The test suite (pytest's exit code 5, no tests collected, fails the session).
+
+    Two pytest-xdist workers by default (FLOWBENCH_TEST_WORKERS changes it; 0 runs in
+    one process): most of the suite's time is single-threaded tracing and compiling, and
+    each worker holds all three frameworks, about 4-6 GB, so more workers need more RAM.
+    """
+    workers = os.environ.get("FLOWBENCH_TEST_WORKERS", "2")
+    run(session, "python", "-m", "pytest", "-n", workers, *(session.posargs or ["-q"]))
 
 
 @nox.session
@@ -56,3 +62,9 @@ def quick(session: nox.Session) -> None:
 def list_(session: nox.Session) -> None:
     """Backends (and why one is unavailable), presets, datasets."""
     run(session, "flowbench", "list")
+
+
+@nox.session(name="flowbench")
+def flowbench_cli(session: nox.Session) -> None:
+    """Any flowbench command in the shared environment: nox -s flowbench -- compile-time ..."""
+    run(session, "flowbench", *(session.posargs or ["--help"]))

@@ -109,6 +109,34 @@ def cmd_run(args) -> int:
     return 0 if not len(failed[failed["status"] == "failed"]) else 1
 
 
+def cmd_compile_time(args) -> int:
+    import pandas as pd
+
+    from . import environment
+    from .compile_time import compile_rows
+
+    environment.set_threads(args.threads)
+    names = args.backends or [b for b, why in adapters.available().items() if why is None]
+    rows = []
+    for b in names:
+        for arch in args.archs:
+            rows += compile_rows(b, arch, args.dims, layers=args.layers, batch=args.batch)
+    df = pd.DataFrame(rows)
+    table = df.pivot_table(index=["backend", "arch", "op"], columns="dim",
+                           values=["compile_s", "median_s", "passes"])
+    table.columns = [f"{what} (dim {dim})" for what, dim in table.columns]
+    out = Path(args.out)
+    write_atomic(out / "compile_time.csv", df.assign(**environment.describe(),
+                                                     threads=args.threads).to_csv(index=False))
+    text = table.reset_index().to_markdown(index=False, floatfmt=".4g")
+    write_atomic(out / "compile_time.md", "\n".join([
+        "# First-call (trace + compile) time by dim", "",
+        f"compile_s = first call - steady median; {args.layers} layers of 128x128, batch "
+        f"{args.batch}, {args.threads} CPU threads.", "", text, ""]))
+    print(text)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="flowbench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -121,9 +149,17 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, default=QuickConfig.threads)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="results")
+    c = sub.add_parser("compile-time", help="first-call (compile) time of every op over dims")
+    c.add_argument("--backends", nargs="*", help="default: every available backend")
+    c.add_argument("--archs", nargs="*", default=["maf", "iaf", "naf", "realnvp"])
+    c.add_argument("--dims", nargs="*", type=int, default=[2, 64])
+    c.add_argument("--layers", type=int, default=5)
+    c.add_argument("--batch", type=int, default=256)
+    c.add_argument("--threads", type=int, default=QuickConfig.threads)
+    c.add_argument("--out", default="results")
     args = p.parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run}[args.cmd](args)
+        return {"list": cmd_list, "run": cmd_run, "compile-time": cmd_compile_time}[args.cmd](args)
     except (adapters.FlowbenchError, datasets.DatasetError) as exc:
         print(f"flowbench: error: {exc}", file=sys.stderr)
         return 2

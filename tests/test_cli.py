@@ -66,3 +66,14 @@ def test_measure_blocks_every_call_and_counts():
                     min_time=0.0)
     assert stats["repeats"] == 7 and len(calls) == len(blocked) == 9  # first + warm-up + 7
     assert stats["min"] <= stats["median"] and stats["first"] >= 0
+
+
+def test_compile_time_table(tmp_path, capsys):
+    assert cli.main(["compile-time", "--backends", "torch", "--archs", "maf", "--dims", "2",
+                     "3", "--layers", "2", "--batch", "16", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "compile_time.csv")
+    assert len(df) == 2 * 5 and set(df.dim) == {2, 3}
+    sample = df[df.op == "sample"].set_index("dim")["passes"]
+    assert list(sample.loc[[2, 3]]) == [4, 6]  # layers x dim sequential passes
+    assert (df.compile_s >= 0).all() and (df.median_s > 0).all()
+    assert "compile_s (dim 2)" in (tmp_path / "compile_time.md").read_text()

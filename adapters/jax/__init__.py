@@ -1,0 +1,302 @@
+"""The JAX backend: canonical flows from distrax bijectors, Adam from optax, every op jitted.
+
+Parameters live in the adapter as a dict of canonical names -> jax arrays (trained part
+and fixed part, the LU permutation and signs), passed as arguments to functions that are
+jitted once per spec (and input shape) and shared by every flow of that spec, so a new
+flow, a new seed, set_weights or another learning rate never retraces. Sequential passes
+run in lax.fori_loop (MADE inverse) and lax.while_loop (bisection): the traced program, and
+so the compile time, does not grow with dim.
+
+Float32 matmuls run at "highest" precision, process-wide: on GPU the default would use
+TF32 passes and break parity with the other backends at 1e-4.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import jax
+
+# Matched float32 math: without this, f32 matmuls on GPU may run in TF32/bf16 passes.
+jax.config.update("jax_default_matmul_precision", "highest")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from .. import canonical as C  # noqa: E402
+from ..base import Backend, Flow, TrainConfig, parse_device  # noqa: E402
+from ..conditioner import PassCounter  # noqa: E402
+from ..errors import DeviceError, UnsupportedSpec  # noqa: E402
+from ..quiet import without_tensorflow  # noqa: E402
+from ..spec import FlowSpec  # noqa: E402
+
+with without_tensorflow():  # distrax -> TFP's JAX substrate would load all of TensorFlow
+    import distrax
+
+from .bijectors import block_bijector  # noqa: E402
+
+
+# Compiled programs kept per spec. Each XLA CPU executable holds a few memory mappings of
+# its own and Linux allows 65530 per process (vm.max_map_count); a process that compiled
+# thousands of programs crashed in XLA's compiler. Evicted programs are freed once no flow
+# uses them; clear_caches() drops them all.
+CACHE_SPECS = 64
+
+
+def _split(weights: dict):
+    train = {k: v for k, v in weights.items() if k.rsplit(".", 1)[-1] not in C.FIXED}
+    fixed = {k: v for k, v in weights.items() if k.rsplit(".", 1)[-1] in C.FIXED}
+    return train, fixed
+
+
+class Model:
+    """Pure functions of (train, fixed, data) for one spec."""
+
+    def __init__(self, spec: FlowSpec):
+        self.spec = spec
+        self.layout = C.blocks(spec)
+        self.counter = PassCounter()
+
+    def bijector(self, params) -> distrax.Bijector:
+        """x -> z as one distrax Chain (Chain applies its last element first)."""
+        parts = [block_bijector(b, params, self.spec, self.counter) for b in self.layout]
+        return distrax.Chain(parts[::-1])
+
+    def base(self):
+        D = self.spec.dim
+        if self.spec.base == "normal":
+            return distrax.MultivariateNormalDiag(jnp.zeros(D), jnp.ones(D))
+        return distrax.Independent(distrax.Logistic(jnp.zeros(D), jnp.ones(D)), 1)
+
+    def to_latent(self, train, fixed, x):
+        return self.bijector({**train, **fixed}).forward_and_log_det(x)
+
+    def to_data(self, train, fixed, z):
+        return self.bijector({**train, **fixed}).inverse_and_log_det(z)
+
+    def log_prob(self, train, fixed, x):
+        z, ld = self.to_latent(train, fixed, x)
+        return self.base().log_prob(z) + ld
+
+    def sample(self, train, fixed, key, n):
+        z = self.base().sample(seed=key, sample_shape=(n,))
+        return self.to_data(train, fixed, z)[0]
+
+
+def _adam(clip: bool):
+    """Adam (optionally after global-norm clipping) with its hyperparameters held in the
+    optimizer state, not baked into the compiled step: a learning-rate sweep reuses it."""
+    def make(learning_rate, b1, b2, eps, max_norm=None):
+        adam = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+        return optax.chain(optax.clip_by_global_norm(max_norm), adam) if clip else adam
+    return optax.inject_hyperparams(make)
+
+
+def _optimizer(train: TrainConfig):
+    hyper = dict(learning_rate=train.lr, b1=train.betas[0], b2=train.betas[1], eps=train.eps)
+    if train.clip_norm is not None:
+        hyper["max_norm"] = train.clip_norm
+    return _adam(train.clip_norm is not None)(**hyper)
+
+
+class Compiled:
+    """Everything jitted for one spec, shared by every flow of that spec (params are
+    arguments, not constants), so a new flow, set_weights or a new seed never recompiles.
+    Built lazily; ``passes[op]`` and ``traces[op]`` are written while an op traces."""
+
+    def __init__(self, spec: FlowSpec):
+        self.model = m = Model(spec)
+        self.passes: dict[str, int] = {}
+        self.traces: collections.Counter = collections.Counter()
+        ops = {"log_prob": m.log_prob, "inverse": m.to_latent, "forward": m.to_data,
+               "sample": m.sample}
+        self.ops = {op: jax.jit(m.counter.counted(op, fn, self.passes, self.traces),
+                                static_argnums=3 if op == "sample" else ())
+                    for op, fn in ops.items()}
+        self._steps: dict[bool, object] = {}
+        self._jacobians: dict[str, object] = {}
+        self.grad = jax.jit(jax.grad(self.loss))
+
+    def loss(self, tr, fx, x):
+        return -jnp.mean(self.model.log_prob(tr, fx, x))
+
+    def step(self, clip: bool):
+        """The train step; hyperparameters arrive in the optimizer state."""
+        if clip not in self._steps:
+            opt = _adam(clip)(learning_rate=0.0, b1=0.0, b2=0.0, eps=0.0,
+                              **({"max_norm": 0.0} if clip else {}))  # update() reads state
+
+            def step(tr, fx, state, x):
+                loss, grads = jax.value_and_grad(self.loss)(tr, fx, x)
+                updates, state = opt.update(grads, state, tr)
+                return optax.apply_updates(tr, updates), state, loss
+
+            self._steps[clip] = jax.jit(self.model.counter.counted(
+                "train_step", step, self.passes, self.traces))
+        return self._steps[clip]
+
+    def jacobian(self, direction: str):
+        """Per-row forward-mode Jacobian of forward (z -> x) or inverse (x -> z)."""
+        if direction not in self._jacobians:
+            fn = self.model.to_data if direction == "forward" else self.model.to_latent
+
+            def jac(tr, fx, a):
+                return jax.vmap(jax.jacfwd(lambda r: fn(tr, fx, r[None])[0][0]))(a)
+
+            self._jacobians[direction] = jax.jit(jac)
+        return self._jacobians[direction]
+
+
+@functools.lru_cache(maxsize=CACHE_SPECS)
+def _compiled(spec: FlowSpec) -> Compiled:
+    return Compiled(spec)
+
+
+class JaxFlow(Flow):
+    variant = "jit"
+
+    def __init__(self, backend: "JaxBackend", spec: FlowSpec, seed: int, device: str,
+                 train: TrainConfig):
+        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+        self._device = backend._resolve(device)
+        self._compiled = _compiled(spec)
+        self.model, self.traces = self._compiled.model, self._compiled.traces
+        self.optimizer = _optimizer(train)
+        self._step = self._compiled.step(train.clip_norm is not None)
+        self._set(C.init_weights(spec, seed))
+        self._needs_init = spec.actnorm
+
+    # --- weights --------------------------------------------------------------------------
+    def _set(self, weights):
+        train, fixed = _split(weights)
+        put = lambda d: {k: jax.device_put(jnp.asarray(v), self._device) for k, v in d.items()}
+        self.params, self.fixed = put(train), put(fixed)
+        self.opt_state = self.optimizer.init(self.params)
+
+    def get_weights(self):
+        out = {k: np.array(v) for k, v in {**self.params, **self.fixed}.items()}
+        return {k: out[k] for k in C.weight_shapes(self.spec)}
+
+    def set_weights(self, weights):
+        self._set(C.check_weights(self.spec, weights))
+        self._needs_init = False
+
+    # --- ops ------------------------------------------------------------------------------
+    def _call(self, op: str, *args):
+        out = self._compiled.ops[op](self.params, self.fixed, *args)
+        self.passes = self._compiled.passes[op]
+        return out
+
+    def _log_prob(self, x):
+        return self._call("log_prob", x)
+
+    def _inverse(self, x):
+        return self._call("inverse", x)
+
+    def _forward(self, z):
+        return self._call("forward", z)
+
+    def _sample(self, n, seed):
+        return self._call("sample", jax.device_put(jax.random.key(seed), self._device), n)
+
+    def _initialize(self, x):
+        params = {**self.params, **self.fixed}
+        for b in self.model.layout:
+            if b.kind == "actnorm":
+                params[f"{b.name}.loc"] = jnp.mean(x, 0)
+                params[f"{b.name}.log_scale"] = jnp.log(jnp.std(x, 0) + C.ACTNORM_EPS)
+            x, _ = block_bijector(b, params, self.spec, PassCounter()).forward_and_log_det(x)
+        self.params = {k: params[k] for k in self.params}
+        self.opt_state = self.optimizer.init(self.params)
+        self._needs_init = False
+
+    def _train_step(self, x):
+        if self._needs_init:
+            self._initialize(x)
+        self.params, self.opt_state, loss = self._step(
+            self.params, self.fixed, self.opt_state, x)
+        self.passes = self._compiled.passes["train_step"]
+        return loss
+
+    def _gradients(self, x):
+        return self._compiled.grad(self.params, self.fixed, x)
+
+    def _native_check(self, a):
+        kind = np.dtype(a.dtype).kind
+        finite = bool(jnp.isfinite(a).all()) if kind == "f" else True
+        return tuple(a.shape), kind, finite
+
+    def jacobian(self, a, direction: str = "forward"):
+        jac = self._compiled.jacobian(direction)
+        return np.asarray(jac(self.params, self.fixed, self.backend.to_native(a, self.device)))
+
+
+def clear_caches() -> None:
+    _compiled.cache_clear()
+    jax.clear_caches()
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    framework = "jax"
+    native_types = (jax.Array,)
+    variants = ("jit",)
+
+    def version(self):
+        return jax.__version__
+
+    def devices(self):
+        out = ["cpu"]
+        try:
+            if jax.devices("gpu"):
+                out.append("cuda")
+        except RuntimeError:
+            pass
+        return out
+
+    def _resolve(self, device: str):
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            return jax.devices("cpu")[0]
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:
+            gpus = []
+        if index >= len(gpus):
+            raise DeviceError(f"device {device!r} requested but jax {jax.__version__} sees "
+                              f"{len(gpus)} GPU(s) (install jax[cuda12] on a GPU machine)")
+        return gpus[index]
+
+    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
+              train: TrainConfig | None = None, variant: str | None = None) -> JaxFlow:
+        if not isinstance(spec, FlowSpec):
+            raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        self._variant(variant)
+        return JaxFlow(self, spec, int(seed), device, train or TrainConfig())
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def to_native(self, a, device: str | None = None):
+        dev = self._resolve(device or "cpu")
+        if isinstance(a, jax.Array):
+            return jax.device_put(a.astype(jnp.float32), dev)
+        return jax.device_put(np.asarray(a, dtype=np.float32), dev)
+
+    def block(self, a):
+        return jax.block_until_ready(a)
+
+    def clear_caches(self):
+        clear_caches()
+
+
+_BACKEND = None
+
+
+def get_backend() -> JaxBackend:
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = JaxBackend()
+    return _BACKEND

@@ -1,0 +1,197 @@
+"""Canonical blocks as distrax bijectors, each oriented x -> z (forward = density direction).
+
+From distrax as shipped: ScalarAffine (additive, affine, ActNorm, NICE scale),
+RationalQuadraticSpline, MaskedCoupling, LowerUpperTriangularAffine, Block, Chain, Inverse.
+Written here because distrax has no such piece: the deep sigmoidal transformer and its
+bisection inverse, a MADE autoregressive layer with its sequential inverse, a permutation.
+
+distrax's RationalQuadraticSpline computes the canonical spline once its parameters are
+mapped: its minimum bin size is absolute (canonical: a fraction 1e-3 of the interval, so
+pass 2 * tail_bound * 1e-3), its knot slopes are softplus(raw + log(e^(1 - m) - 1)) + m
+(canonical: m + softplus(d), so pass raw = d - log(e^(1 - m) - 1)), and it takes K+1 slopes
+of which 'identity' boundary_slopes pins the two ends to 1 (canonical) - its default,
+'unconstrained', would learn them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import canonical as C
+from ..conditioner import PassCounter, mlp
+
+_SLOPE_OFFSET = math.log(math.expm1(1.0 - C.MIN_DERIVATIVE))
+
+
+def dsf(u, a, b, w):
+    """Deep sigmoidal flow v = logit(sum softmax(w) sigmoid(alpha u + b)), in log space."""
+    alpha = C.MIN_DSF_SLOPE + jax.nn.softplus(a)
+    pre = alpha * u[..., None] + b
+    logw = jax.nn.log_softmax(w, -1)
+    ls_pos, ls_neg = jax.nn.log_sigmoid(pre), jax.nn.log_sigmoid(-pre)
+    log_y = jax.nn.logsumexp(logw + ls_pos, -1)
+    log_1my = jax.nn.logsumexp(logw + ls_neg, -1)
+    logd = jax.nn.logsumexp(logw + ls_pos + ls_neg + jnp.log(alpha), -1) - log_y - log_1my
+    return log_y - log_1my, logd
+
+
+def bisect(fn, target):
+    """Solve fn(u) = target for increasing fn, elementwise, in lax.while_loop."""
+    one = jnp.ones_like(target)
+
+    def expand_cond(s):
+        lo, hi, i = s
+        return jnp.any((fn(lo) > target) | (fn(hi) < target)) & (i < C.BISECTION_MAX_ITERS)
+
+    def expand(s):
+        lo, hi, i = s
+        return (jnp.where(fn(lo) > target, 2 * lo, lo),
+                jnp.where(fn(hi) < target, 2 * hi, hi), i + 1)
+
+    lo, hi, _ = jax.lax.while_loop(expand_cond, expand, (-one, one, 0))
+
+    def halve_cond(s):
+        lo, hi, i = s
+        mid = 0.5 * (lo + hi)
+        return jnp.any(hi - lo > C.BISECTION_TOL * (1 + jnp.abs(mid))) & (i < C.BISECTION_MAX_ITERS)
+
+    def halve(s):
+        lo, hi, i = s
+        mid = 0.5 * (lo + hi)
+        below = fn(mid) < target
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid), i + 1
+
+    lo, hi, _ = jax.lax.while_loop(halve_cond, halve, (lo, hi, 0))
+    return 0.5 * (lo + hi)
+
+
+class DeepSigmoidal(distrax.Bijector):
+    """NAF's monotone transformer, elementwise; inverse by bisection."""
+
+    def __init__(self, a, b, w):
+        super().__init__(event_ndims_in=0)
+        self.a, self.b, self.w = a, b, w
+
+    def forward_and_log_det(self, x):
+        return dsf(x, self.a, self.b, self.w)
+
+    def inverse_and_log_det(self, y):
+        sg = jax.lax.stop_gradient
+        a, b, w = sg(self.a), sg(self.b), sg(self.w)
+        u = bisect(lambda t: dsf(t, a, b, w)[0], sg(y))
+        # Implicit-function gradients at the root, value unchanged (see the torch twin).
+        val, logd = dsf(u, self.a, self.b, self.w)
+        slope = jnp.maximum(sg(jnp.exp(logd)), 1e-30)
+        u = u + ((y - sg(y)) - (val - sg(val))) / slope
+        return u, -dsf(u, self.a, self.b, self.w)[1]
+
+
+def transformer(theta, spec) -> distrax.Bijector:
+    """The scalar bijector g(.; theta) for theta (..., P), elementwise over (...)."""
+    t = spec.transform
+    if t == "additive":
+        return distrax.ScalarAffine(shift=theta[..., 0])
+    if t == "affine":
+        s = theta[..., 1]
+        log_scale = s if spec.scale == "exp" else jax.nn.log_sigmoid(s + 2.0)
+        return distrax.ScalarAffine(shift=theta[..., 0], log_scale=log_scale)
+    if t == "spline":
+        K, B = spec.bins, float(spec.tail_bound)
+        pad = jnp.zeros_like(theta[..., :1])
+        params = jnp.concatenate([theta[..., :2 * K], pad, theta[..., 2 * K:] - _SLOPE_OFFSET,
+                                  pad], -1)
+        return distrax.RationalQuadraticSpline(
+            params, range_min=-B, range_max=B, boundary_slopes="identity",
+            min_bin_size=2 * B * C.MIN_BIN_SIZE, min_knot_slope=C.MIN_DERIVATIVE)
+    M = spec.naf_hidden
+    return DeepSigmoidal(theta[..., :M], theta[..., M:2 * M], theta[..., 2 * M:])
+
+
+class MaskedAutoregressive(distrax.Bijector):
+    """v_i = g(u_i; theta_i(u_<i)): one pass forward, dim passes (lax.fori_loop) inverse."""
+
+    def __init__(self, theta_fn, make, order, counter: PassCounter):
+        super().__init__(event_ndims_in=1)
+        self.theta_fn, self.make, self.counter = theta_fn, make, counter
+        self.order = jnp.asarray(order)
+        self.dim = len(order)
+
+    def forward_and_log_det(self, x):
+        y, ld = self.make(self.theta_fn(x)).forward_and_log_det(x)
+        return y, ld.sum(-1)
+
+    def inverse_and_log_det(self, y):
+        def body(k, state):
+            out, total = state
+            i = self.order[k]
+            theta = jax.lax.dynamic_index_in_dim(self.theta_fn(out), i, axis=1, keepdims=False)
+            yi = jax.lax.dynamic_index_in_dim(y, i, axis=1, keepdims=False)
+            val, ld = self.make(theta).inverse_and_log_det(yi)
+            return out.at[:, i].set(val), total + ld
+
+        with self.counter.loop(self.dim):  # the body is traced once, runs dim times
+            init = (jnp.zeros_like(y), jnp.zeros(y.shape[:-1], y.dtype))
+            return jax.lax.fori_loop(0, self.dim, body, init)
+
+
+class Permute(distrax.Bijector):
+    """(P y)_i = y[perm[i]]."""
+
+    def __init__(self, perm):
+        super().__init__(event_ndims_in=1)
+        self.perm = perm
+
+    def forward_and_log_det(self, x):
+        return x[..., self.perm], jnp.zeros(x.shape[:-1], x.dtype)
+
+    def inverse_and_log_det(self, y):
+        return y[..., jnp.argsort(self.perm)], jnp.zeros(y.shape[:-1], y.dtype)
+
+
+def block_bijector(block: C.Block, params: dict, spec, counter: PassCounter) -> distrax.Bijector:
+    """One canonical block as a distrax bijector whose forward is x -> z."""
+    n = block.name
+    if block.kind == "actnorm":
+        return distrax.Block(distrax.Chain([
+            distrax.ScalarAffine(shift=jnp.zeros_like(params[f"{n}.loc"]),
+                                 log_scale=-params[f"{n}.log_scale"]),
+            distrax.ScalarAffine(shift=-params[f"{n}.loc"])]), 1)
+    if block.kind == "scale":
+        ls = params[f"{n}.log_scale"]
+        return distrax.Block(distrax.ScalarAffine(shift=jnp.zeros_like(ls), log_scale=ls), 1)
+    if block.kind == "lu":
+        matrix = (jnp.tril(params[f"{n}.lower"], -1) + jnp.triu(params[f"{n}.upper"], 1)
+                  + jnp.diag(params[f"{n}.sign"] * jnp.exp(params[f"{n}.log_diag"])))
+        return distrax.Chain([Permute(params[f"{n}.perm"]),
+                              distrax.LowerUpperTriangularAffine(matrix, jnp.zeros(block.dim))])
+    masks = C.block_masks(block)
+    masks = None if masks is None else [jnp.asarray(m) for m in masks]
+    act = jax.nn.relu if spec.activation == "relu" else jnp.tanh
+    P = block.params_per_dim
+
+    def make(theta):
+        return transformer(theta, spec)
+
+    if block.kind == "coupling":
+        A, B = np.asarray(block.identity), np.asarray(block.transformed)
+
+        def conditioner(masked):
+            out = mlp(params, block, None, act, masked[:, A], counter)
+            theta = jnp.zeros(masked.shape + (P,), masked.dtype)
+            return theta.at[:, B].set(out.reshape(out.shape[0], len(B), P))
+
+        mask = np.zeros(block.dim, bool)
+        mask[A] = True
+        core = distrax.MaskedCoupling(jnp.asarray(mask), conditioner, make)
+    else:
+        def theta_fn(u):
+            out = mlp(params, block, masks, act, u, counter)
+            return out.reshape(out.shape[0], block.dim, P)
+
+        core = MaskedAutoregressive(theta_fn, make, np.argsort(block.degrees), counter)
+    return distrax.Inverse(core) if block.inverted else core
