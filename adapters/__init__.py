@@ -21,8 +21,9 @@ from .spec import ARCHS, PRESET_DOCS, PRESETS, FlowSpec
 # name -> (module, framework modules it needs, install hint)
 REGISTRY: dict[str, tuple[str | None, tuple[str, ...], str]] = {
     "torch": ("adapters.torch", ("torch",), "pip install 'flowbench[torch]'"),
-    "jax": (None, ("jax", "distrax", "optax"), "not implemented yet (issue 3)"),
-    "tfp": (None, ("tensorflow", "tensorflow_probability"), "not implemented yet (issue 4)"),
+    "jax": ("adapters.jax", ("jax", "distrax", "optax"), "pip install 'flowbench[jax]'"),
+    "tfp": ("adapters.tfp", ("tensorflow", "tensorflow_probability", "keras"),
+            "pip install 'flowbench[tfp]'"),
 }
 
 _loaded: dict[str, Backend] = {}
@@ -43,6 +44,11 @@ def _reason(name: str) -> str | None:
         if importlib.util.find_spec(mod) is None:
             return f"{mod} is not installed: {hint}"
     return None
+
+
+def loaded() -> list[str]:
+    """Backends this process has loaded so far."""
+    return list(_loaded)
 
 
 def available() -> dict[str, str | None]:
@@ -71,5 +77,5 @@ __all__ = [
     "ARCHS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable", "DTypeError",
     "DeviceError", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput", "NonFiniteError",
     "ShapeError", "SpecError", "TrainConfig", "UnknownArch", "UnsupportedSpec", "available",
-    "load", "names",
+    "load", "loaded", "names",
 ]

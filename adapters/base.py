@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DTypeError, InvalidInput, NonFiniteError, ShapeError
+from .errors import (DeviceError, DTypeError, InvalidInput, NonFiniteError, ShapeError,
+                     UnsupportedSpec)
 from .spec import FlowSpec
 
 
@@ -26,18 +27,47 @@ class TrainConfig:
     clip_norm: float | None = None  # global gradient-norm clipping, off by default
 
 
+def parse_device(device: str | None) -> tuple[str, int]:
+    """'cpu' | 'cuda' | 'cuda:N' | 'gpu' | 'gpu:N' -> ("cpu", 0) or ("cuda", N)."""
+    device = device or "cpu"
+    kind, _, index = str(device).partition(":")
+    if kind == "cpu" and not index:
+        return "cpu", 0
+    if kind in ("cuda", "gpu") and (not index or index.isdigit()):
+        return "cuda", int(index or 0)
+    raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+
+
 class Backend:
     name: str = ""
     framework: str = ""
     native_types: tuple = ()
+    # execution variants (eager, compiled, ...); the first is the default
+    variants: tuple[str, ...] = ()
+    # conditioner evaluations the backend's library issues per conditioned block on top of
+    # the canonical count when an op also needs the log-det (TFP: one, see adapters/tfp)
+    extra_logdet_passes: int = 0
 
     def version(self) -> str: ...
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None) -> "Flow": ...
+              train: TrainConfig | None = None, variant: str | None = None) -> "Flow": ...
     def to_numpy(self, a) -> np.ndarray: ...
     def to_native(self, a, device: str | None = None): ...
     def block(self, a): ...
     def devices(self) -> list[str]: ...
+
+    def clear_caches(self) -> None:
+        """Drop compiled functions kept for reuse (a long process that builds many specs
+        calls this now and then); flows that exist keep working."""
+
+    def _variant(self, variant: str | None) -> str:
+        default = getattr(self, "default_variant", self.variants[0])
+        if variant is None:
+            return default
+        if variant not in self.variants:
+            raise UnsupportedSpec(f"backend {self.name} has no execution variant {variant!r}; "
+                                  f"it has: {', '.join(self.variants)}")
+        return variant
 
     def is_native(self, a) -> bool:
         return isinstance(a, self.native_types)
@@ -52,6 +82,7 @@ class Flow:
     backend: Backend
     spec: FlowSpec
     device: str
+    variant: str = ""
     # conditioner-network evaluations made by the last op (sequential passes show here)
     passes: int = 0
 
@@ -61,6 +92,7 @@ class Flow:
     def _forward(self, z): ...
     def _sample(self, n: int, seed: int): ...
     def _train_step(self, x) -> float: ...
+    def _gradients(self, x) -> dict: ...
     def _native_check(self, a) -> tuple[tuple, str, bool]:
         """(shape, dtype kind letter, all finite) of a native array."""
         ...
@@ -92,6 +124,14 @@ class Flow:
     def train_step(self, x) -> float:
         native, _ = self._accept(x, "x")
         return float(self._train_step(native))
+
+    def gradients(self, x) -> dict[str, np.ndarray]:
+        """Gradient of the mean NLL of batch x with respect to every trained canonical
+        array, by canonical name; parameters are left unchanged. Parity tests compare
+        these across backends directly, so no optimizer convention can hide a difference."""
+        native, _ = self._accept(x, "x")
+        return {k: np.asarray(self.backend.to_numpy(v), np.float32)
+                for k, v in self._gradients(native).items()}
 
     def num_params(self) -> int:
         """Trained scalars (fixed permutations and signs excluded)."""
@@ -165,5 +205,5 @@ class Flow:
         return self.backend.to_numpy(a) if as_numpy else a
 
     def __repr__(self):
-        return (f"<{self.backend.name} flow {self.spec.label} dim={self.spec.dim} "
-                f"layers={self.spec.layers} on {self.device}>")
+        return (f"<{self.backend.name} ({self.variant}) flow {self.spec.label} "
+                f"dim={self.spec.dim} layers={self.spec.layers} on {self.device}>")

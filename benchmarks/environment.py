@@ -29,7 +29,8 @@ def package_version(name: str) -> str:
 
 def set_threads(n: int) -> None:
     """One CPU thread count for every framework in this process (set before they start)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "FLOWBENCH_THREADS"):  # FLOWBENCH_THREADS: read by the tfp backend on load
         os.environ[var] = str(n)
     try:
         import torch

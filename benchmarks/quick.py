@@ -67,6 +67,7 @@ def run_cell(backend_name: str, arch: str, ds, cfg: QuickConfig, std: Standardiz
         base["backend_version"] = backend.version()
         spec = adapters.FlowSpec(arch=arch, dim=ds.dim, layers=cfg.layers, hidden=cfg.hidden)
         flow = backend.build(spec, seed=cfg.seed, train=adapters.TrainConfig(lr=cfg.lr))
+        base["variant"] = flow.variant
         row("num_params", flow.num_params(), "count")
         rng = np.random.default_rng(cfg.seed)
         train = std(ds.train)
@@ -129,18 +130,18 @@ def summary(rows: list[dict]):
 
     df = pd.DataFrame(rows)
     ok = df[df["status"] == "ok"]
-    table = ok.pivot_table(index=["arch", "backend"], columns="metric", values="value",
-                           aggfunc="first")
+    keys = ["arch", "backend", "variant"]
+    table = ok.pivot_table(index=keys, columns="metric", values="value", aggfunc="first")
     out = pd.DataFrame(index=table.index)
     out["test NLL (nats)"] = table.get("test_nll")
     if "target_entropy" in ok:
-        out["entropy (nats)"] = ok.groupby(["arch", "backend"])["target_entropy"].first()
+        out["entropy (nats)"] = ok.groupby(keys)["target_entropy"].first()
         out["gap"] = out["test NLL (nats)"] - out["entropy (nats)"]
     out["log_prob (ms)"] = table.get("time_log_prob") * 1e3
     out["sample (ms)"] = table.get("time_sample") * 1e3
     out["train (s)"] = table.get("train_time")
     out["params"] = table.get("num_params")
-    passes = ok[ok["metric"] == "time_sample"].set_index(["arch", "backend"])["passes"]
+    passes = ok[ok["metric"] == "time_sample"].set_index(keys)["passes"]
     out["sample passes"] = passes
     failed = df[df["status"] != "ok"][["backend", "arch", "status", "error"]]
     return out.reset_index(), failed

@@ -16,6 +16,7 @@ from adapters.reference import Reference
 from .conftest import ALL_ARCHS, PRESETS, make_spec
 
 ROUND_TRIP_TOL = 1e-4
+N_ROWS = 32  # one batch size throughout: jitted backends compile once per spec and shape
 # NAF's transformer is inverted by bisection to 1e-6 * (1 + |u|) in u; through up to
 # 3 layers and float32 that stays below 1e-4 here too, but the bound we promise is:
 NAF_ROUND_TRIP_TOL = 2e-4
@@ -36,7 +37,7 @@ def tol_for(flow):
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_round_trip(backend, arch, dim, rng):
     flow = build(backend, arch, dim)
-    z = rng.standard_normal((64, dim)).astype(np.float32)
+    z = rng.standard_normal((N_ROWS, dim)).astype(np.float32)
     x, ld_fwd = flow.forward(z)
     z2, ld_inv = flow.inverse(x)
     assert np.max(np.abs(z2 - z)) < tol_for(flow)
@@ -49,7 +50,7 @@ def test_round_trip(backend, arch, dim, rng):
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_logdet_matches_jacobian(backend, arch, dim, rng):
     flow = build(backend, arch, dim)
-    z = rng.standard_normal((8, dim)).astype(np.float32)
+    z = rng.standard_normal((N_ROWS, dim)).astype(np.float32)
     x, ld_fwd = flow.forward(z)
     _, jac_ld = np.linalg.slogdet(flow.jacobian(z, "forward"))
     np.testing.assert_allclose(ld_fwd, jac_ld, atol=2e-4, rtol=1e-4)
@@ -69,24 +70,22 @@ def test_matches_reference(backend, arch, dim, rng):
         assert dim == 1, "only coupling on dim 1 may be refused"
         pytest.skip("coupling needs dim >= 2")
     ref = Reference(flow.spec, flow.get_weights())
-    x = rng.standard_normal((32, dim)).astype(np.float32)
+    x = rng.standard_normal((N_ROWS, dim)).astype(np.float32)
     x[:4] *= 4.0                    # spline tails (tail_bound 5) and around them
     x[4] = 50.0
     x[5] = -50.0
     x[6] = flow.spec.tail_bound     # exactly on the bound
+    got = (flow.log_prob(x), *flow.inverse(x))
+    want = (ref.log_prob(x), *ref.inverse(x))
     # At |x| = 50 a NAF transformer run backwards puts z near 1e5-1e7 (its inverse grows
     # like 1/min slope); there float32 resolves u to ~0.01 and the log-derivative is a
     # difference of terms ~1e3, so the bar for those rows is rtol 1e-3, atol 0.05.
     far_rtol, far_atol = (1e-3, 5e-2) if flow.spec.transform == "mlp" else (1e-4, 1e-4)
-    for rows, rtol, atol in ((np.r_[0:4, 6:32], 1e-4, 1e-4),
+    for rows, rtol, atol in ((np.r_[0:4, 6:N_ROWS], 1e-4, 1e-4),
                              (np.r_[4:6], far_rtol, far_atol)):
-        xs = x[rows]
-        np.testing.assert_allclose(flow.log_prob(xs), ref.log_prob(xs), atol=atol, rtol=rtol)
-        z, ld = flow.inverse(xs)
-        zr, ldr = ref.inverse(xs)
-        np.testing.assert_allclose(z, zr, atol=atol, rtol=rtol)
-        np.testing.assert_allclose(ld, ldr, atol=atol, rtol=rtol)
-    z = rng.standard_normal((32, dim)).astype(np.float32)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g[rows], w[rows], atol=atol, rtol=rtol)
+    z = rng.standard_normal((N_ROWS, dim)).astype(np.float32)
     x, ld = flow.forward(z)
     xr, ldr = ref.forward(z)
     np.testing.assert_allclose(x, xr, atol=1e-4, rtol=1e-4)
@@ -141,7 +140,8 @@ def test_samples(backend, arch):
 
 @pytest.mark.parametrize("arch", ["maf", "iaf", "naf", "nsf-ar", "realnvp", "nsf", "glow"])
 def test_sequential_passes(backend, arch, rng):
-    """MAF-like: density 1 pass/layer, sampling dim passes/layer; IAF the reverse."""
+    """MAF-like: density 1 pass/layer, sampling dim passes/layer; IAF the reverse. Ops that
+    also return a log-det may cost a declared number of extra passes per layer (TFP)."""
     dim, layers = 4, 3
     flow = backend.build(make_spec(arch, dim, layers=layers), seed=0)
     x = rng.standard_normal((8, dim)).astype(np.float32)
@@ -149,12 +149,13 @@ def test_sequential_passes(backend, arch, rng):
     sequential = layers * dim if spec.conditioner == "autoregressive" else layers
     density_passes = sequential if spec.direction == "sampling" else layers
     sampling_passes = layers if spec.direction == "sampling" else sequential
+    logdet = layers * backend.extra_logdet_passes
     flow.log_prob(x)
-    assert flow.passes == density_passes
+    assert flow.passes == density_passes + logdet
     flow.inverse(x)
-    assert flow.passes == density_passes
+    assert flow.passes == density_passes + logdet
     flow.forward(x)
-    assert flow.passes == sampling_passes
+    assert flow.passes == sampling_passes + logdet
     flow.sample(8)
     assert flow.passes == sampling_passes
 

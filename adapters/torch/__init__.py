@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .. import canonical as C
-from ..base import Backend, Flow, TrainConfig
+from ..base import Backend, Flow, TrainConfig, parse_device
 from ..errors import DeviceError, UnsupportedSpec
 from ..spec import FlowSpec
 from .layers import ActNorm, make_block
@@ -56,6 +56,8 @@ class FlowModule(nn.Module):
 
 
 class TorchFlow(Flow):
+    variant = "eager"
+
     def __init__(self, backend: "TorchBackend", spec: FlowSpec, seed: int, device: str,
                  train: TrainConfig):
         self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
@@ -128,6 +130,13 @@ class TorchFlow(Flow):
         self.passes = self._counter[0]
         return loss.item()
 
+    def _gradients(self, x):
+        names = dict(self._names())
+        params = dict(self.module.named_parameters())
+        loss = -self.module.log_prob(x).mean()
+        grads = torch.autograd.grad(loss, list(params.values()))
+        return {names[k]: g for k, g in zip(params, grads)}
+
     def _native_check(self, a):
         if a.is_floating_point():
             return tuple(a.shape), "f", bool(torch.isfinite(a).all())
@@ -145,6 +154,7 @@ class TorchBackend(Backend):
     name = "torch"
     framework = "torch"
     native_types = (torch.Tensor,)
+    variants = ("eager",)
 
     def version(self):
         return torch.__version__
@@ -153,21 +163,20 @@ class TorchBackend(Backend):
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     def _device(self, device: str) -> str:
-        device = {"gpu": "cuda"}.get(device, device)
-        if device == "cpu":
-            return device
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise DeviceError(f"device {device!r} requested but torch sees no CUDA GPU "
-                                  f"(torch {torch.__version__}, built for CUDA "
-                                  f"{torch.version.cuda})")
-            return device
-        raise DeviceError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            return "cpu"
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} requested but torch sees "
+                              f"{torch.cuda.device_count()} CUDA GPU(s) (torch "
+                              f"{torch.__version__}, built for CUDA {torch.version.cuda})")
+        return f"cuda:{index}"
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None) -> TorchFlow:
+              train: TrainConfig | None = None, variant: str | None = None) -> TorchFlow:
         if not isinstance(spec, FlowSpec):
             raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        self._variant(variant)
         return TorchFlow(self, spec, int(seed), self._device(device), train or TrainConfig())
 
     def to_numpy(self, a):

@@ -1,0 +1,331 @@
+"""The TensorFlow Probability backend: canonical flows from tfp.bijectors on TF2, Keras Adam.
+
+Three execution variants, chosen per flow with ``build(..., variant=...)`` and recorded in
+results: ``eager`` (plain eager TF), ``function`` (``tf.function``, the default) and ``xla``
+(``tf.function(jit_compile=True)``). Parameters are canonical-named ``tf.Variable``s held by
+the flow; the ops are functions of (parameters, input) traced once per spec and variant
+with a batch-polymorphic input signature and shared by every flow of that spec, so new
+flows, set_weights and new batch sizes do not retrace. The train step closes over its
+flow's variables and Keras optimizer, so it is traced once per flow.
+
+The optimizer is Keras' Adam with its epsilon moved to where torch and optax add it
+(``adapters/tfp/optim.py``: Keras adds it before bias correction, which measurably changed
+one step of a spline flow).
+
+TensorFlow is imported with its start-up chatter silenced, GPUs get memory growth (TF
+does not take all GPU memory), and CPU thread pools follow FLOWBENCH_THREADS when it is set
+before the backend loads (``benchmarks.environment.set_threads`` sets it).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+
+import numpy as np
+
+from .. import canonical as C
+from ..base import Backend, Flow, TrainConfig, parse_device
+from ..conditioner import PassCounter
+from ..errors import DeviceError, UnsupportedSpec
+from ..quiet import quiet_imports
+from ..spec import FlowSpec
+
+with quiet_imports():
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    _GPUS = tf.config.list_physical_devices("GPU")  # the CUDA probe prints on CPU hosts
+
+from .bijectors import block_bijector  # noqa: E402
+from .optim import Adam  # noqa: E402
+
+tfd, tfb = tfp.distributions, tfp.bijectors
+VARIANTS = ("eager", "function", "xla")
+CACHE_SPECS = 64  # traced functions kept per spec and variant (see adapters/jax on why few)
+DEFAULT_VARIANT = "function"
+
+
+def _configure_runtime():
+    for gpu in _GPUS:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by someone else: leave it
+            pass
+    threads = os.environ.get("FLOWBENCH_THREADS")
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+        except RuntimeError:  # the runtime already started; its pools are fixed now
+            pass
+
+
+_configure_runtime()
+
+
+class Model:
+    """Pure functions of (params, data) for one spec; params: canonical name -> tensor."""
+
+    def __init__(self, spec: FlowSpec):
+        self.spec = spec
+        self.layout = C.blocks(spec)
+        self.counter = PassCounter()
+
+    def bijector(self, params) -> tfb.Bijector:
+        """x -> z as one tfb.Chain (Chain applies its last element first)."""
+        parts = [block_bijector(b, params, self.spec, self.counter) for b in self.layout]
+        return tfb.Chain(parts[::-1])
+
+    def base(self):
+        D = self.spec.dim
+        if self.spec.base == "normal":
+            return tfd.MultivariateNormalDiag(loc=tf.zeros(D), scale_diag=tf.ones(D))
+        return tfd.Independent(tfd.Logistic(tf.zeros(D), tf.ones(D)), 1)
+
+    def distribution(self, params):
+        """The flow as TFP sees it: base pushed through the sampling direction z -> x."""
+        return tfd.TransformedDistribution(self.base(), tfb.Invert(self.bijector(params)))
+
+    def to_latent(self, params, x):
+        b = self.bijector(params)
+        z = b.forward(x)
+        ld = b.forward_log_det_jacobian(x, event_ndims=1)
+        return z, tf.broadcast_to(ld, tf.shape(x)[:1])
+
+    def to_data(self, params, z):
+        b = self.bijector(params)
+        x = b.inverse(z)
+        ld = b.inverse_log_det_jacobian(z, event_ndims=1)
+        return x, tf.broadcast_to(ld, tf.shape(z)[:1])
+
+    def log_prob(self, params, x):
+        return self.distribution(params).log_prob(x)
+
+    def sample(self, params, n, seed):
+        return self.distribution(params).sample(n, seed=seed)
+
+
+def _signature(spec: FlowSpec):
+    return {k: tf.TensorSpec(shape, tf.int64 if dtype == "int64" else tf.float32)
+            for k, (shape, dtype) in C.weight_shapes(spec).items()}
+
+
+@functools.lru_cache(maxsize=CACHE_SPECS)
+def _compiled(spec: FlowSpec, variant: str):
+    """The ops of a spec in one execution variant, shared by every flow of that spec."""
+    m = Model(spec)
+    passes: dict[str, int] = {}
+    traces: collections.Counter = collections.Counter()
+    params = _signature(spec)
+    data = tf.TensorSpec([None, spec.dim], tf.float32)
+    if variant == "xla":  # XLA compiles per concrete shape anyway; a static batch size
+        params = data = None  # also lets it differentiate through the MAF while_loop
+    fns = {"log_prob": (m.log_prob, [params, data]),
+           "inverse": (m.to_latent, [params, data]),
+           "forward": (m.to_data, [params, data]),
+           # n is static (the output shape; XLA needs it), the seed a tensor
+           "sample": (m.sample, None)}
+    out = {}
+    for op, (fn, sig) in fns.items():
+        fn = m.counter.counted(op, fn, passes, traces)
+        if variant != "eager":
+            fn = tf.function(fn, input_signature=None if data is None else sig,
+                             jit_compile=variant == "xla", autograph=False)
+        out[op] = fn
+    return m, out, passes, traces
+
+
+@functools.lru_cache(maxsize=CACHE_SPECS)
+def _jacobian(spec: FlowSpec, direction: str):
+    """Per-row Jacobian of forward (z -> x) or inverse (x -> z), as one tf.function (an
+    eager tape through MAF's while_loop would run it row by row in Python)."""
+    m = _compiled(spec, "function")[0]
+    fn = m.to_data if direction == "forward" else m.to_latent
+
+    @tf.function(input_signature=[_signature(spec), tf.TensorSpec([None, spec.dim])],
+                 autograph=False)
+    def jac(params, a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = fn(params, a)[0]
+        # a while_loop over output rows traces far faster here than pfor through MAF loops
+        return tape.batch_jacobian(out, a, experimental_use_pfor=False)
+
+    return jac
+
+
+class TfpFlow(Flow):
+    def __init__(self, backend: "TfpBackend", spec: FlowSpec, seed: int, device: str,
+                 train: TrainConfig, variant: str):
+        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+        self.variant = variant
+        self._tf_device = backend._resolve(device)
+        self.model, self._fns, self._passes, self.traces = _compiled(spec, variant)
+        with tf.device(self._tf_device):
+            self.vars = {k: tf.Variable(np.zeros(shape, dtype), name=k,
+                                        trainable=k.rsplit(".", 1)[-1] not in C.FIXED)
+                         for k, (shape, dtype) in C.weight_shapes(spec).items()}
+            self.trainable = [v for v in self.vars.values() if v.trainable]
+            kw = {} if train.clip_norm is None else {"global_clipnorm": train.clip_norm}
+            self.optimizer = Adam(learning_rate=train.lr, beta_1=train.betas[0],
+                                  beta_2=train.betas[1], epsilon=train.eps, **kw)
+            self.optimizer.build(self.trainable)
+        self._step = self._make_step()
+        self._set(C.init_weights(spec, seed))
+        self._needs_init = spec.actnorm
+
+    # --- weights --------------------------------------------------------------------------
+    def _set(self, weights):
+        for k, v in self.vars.items():
+            v.assign(weights[k])
+
+    def get_weights(self):
+        return {k: v.numpy().copy() for k, v in self.vars.items()}
+
+    def set_weights(self, weights):
+        self._set(C.check_weights(self.spec, weights))
+        self._needs_init = False
+
+    # --- ops ------------------------------------------------------------------------------
+    def _call(self, op: str, *args):
+        with tf.device(self._tf_device):
+            out = self._fns[op](self.vars, *args)
+        self.passes = self._passes[op]
+        return out
+
+    def _log_prob(self, x):
+        return self._call("log_prob", x)
+
+    def _inverse(self, x):
+        return self._call("inverse", x)
+
+    def _forward(self, z):
+        return self._call("forward", z)
+
+    def _sample(self, n, seed):
+        return self._call("sample", n, tf.constant([seed, 0], tf.int32))
+
+    def _make_step(self):
+        m, counter = self.model, self.model.counter
+        flow = self
+
+        def step(x):
+            counter.n = 0
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(m.log_prob(flow.vars, x))
+            grads = tape.gradient(loss, flow.trainable)
+            flow.optimizer.apply_gradients(zip(grads, flow.trainable))
+            flow._step_passes = counter.n
+            return loss
+
+        if self.variant == "eager":
+            return step
+        if self.variant == "xla":  # traced per batch shape, as XLA compiles per shape
+            return tf.function(step, jit_compile=True, autograph=False)
+        return tf.function(step, input_signature=[tf.TensorSpec([None, self.spec.dim],
+                                                                tf.float32)], autograph=False)
+
+    def _train_step(self, x):
+        if self._needs_init:
+            self._initialize(x)
+        with tf.device(self._tf_device):
+            loss = self._step(x)
+        self.passes = self._step_passes
+        return loss
+
+    def _initialize(self, x):
+        params = dict(self.vars)
+        for b in self.model.layout:
+            if b.kind == "actnorm":
+                mean, var = tf.nn.moments(x, axes=[0])
+                self.vars[f"{b.name}.loc"].assign(mean)
+                self.vars[f"{b.name}.log_scale"].assign(tf.math.log(tf.sqrt(var)
+                                                                    + C.ACTNORM_EPS))
+            x = block_bijector(b, params, self.spec, PassCounter()).forward(x)
+        self._needs_init = False
+
+    def _gradients(self, x):
+        with tf.device(self._tf_device), tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(self.model.log_prob(self.vars, x))
+        names = [k for k, v in self.vars.items() if v.trainable]
+        return dict(zip(names, tape.gradient(loss, self.trainable)))
+
+    def _native_check(self, a):
+        dt = a.dtype
+        kind = "f" if dt.is_floating else ("c" if dt.is_complex else "i")
+        finite = bool(tf.reduce_all(tf.math.is_finite(a))) if kind == "f" else True
+        return tuple(a.shape), kind, finite
+
+    def jacobian(self, a, direction: str = "forward") -> np.ndarray:
+        """Per-row autodiff Jacobian (n, dim, dim) of forward (z -> x) or inverse (x -> z)."""
+        a = self.backend.to_native(a, self.device)
+        with tf.device(self._tf_device):
+            return _jacobian(self.spec, direction)(self.vars, a).numpy()
+
+
+def clear_caches() -> None:
+    """Drop the traced (and XLA-compiled) functions shared per spec; flows keep theirs."""
+    _compiled.cache_clear()
+    _jacobian.cache_clear()
+
+
+class TfpBackend(Backend):
+    name = "tfp"
+    framework = "tensorflow"
+    native_types = (tf.Tensor, tf.Variable)
+    variants = VARIANTS
+    default_variant = DEFAULT_VARIANT
+    extra_logdet_passes = 1
+
+    def version(self):
+        return f"{tf.__version__} / tfp {tfp.__version__}"
+
+    def devices(self):
+        return ["cpu"] + (["cuda"] if _GPUS else [])
+
+    def _resolve(self, device: str) -> str:
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            return "/CPU:0"
+        if index >= len(_GPUS):
+            raise DeviceError(f"device {device!r} requested but TensorFlow {tf.__version__} "
+                              f"sees {len(_GPUS)} GPU(s) (tensorflow-cpu has no CUDA; the "
+                              f"GPU machines here have no TensorFlow at all)")
+        return f"/GPU:{index}"
+
+    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
+              train: TrainConfig | None = None, variant: str | None = None) -> TfpFlow:
+        if not isinstance(spec, FlowSpec):
+            raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        variant = self._variant(variant)
+        return TfpFlow(self, spec, int(seed), device, train or TrainConfig(), variant)
+
+    def to_numpy(self, a):
+        if isinstance(a, (tf.Tensor, tf.Variable)):
+            return a.numpy()
+        return np.asarray(a)
+
+    def to_native(self, a, device: str | None = None):
+        with tf.device(self._resolve(device or "cpu")):
+            if isinstance(a, (tf.Tensor, tf.Variable)):
+                return tf.identity(tf.cast(a, tf.float32))
+            return tf.convert_to_tensor(np.asarray(a, dtype=np.float32))
+
+    def clear_caches(self):
+        clear_caches()
+
+    def block(self, a):
+        if _GPUS:  # CPU kernels run synchronously; GPU ones are queued
+            tf.test.experimental.sync_devices()
+        return a
+
+
+_BACKEND = None
+
+
+def get_backend() -> TfpBackend:
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = TfpBackend()
+    return _BACKEND
