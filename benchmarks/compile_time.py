@@ -11,21 +11,9 @@ import numpy as np
 
 import adapters
 
-from .timing import measure
+from .timing import measure, op_calls
 
 OPS = ("log_prob", "inverse", "forward", "sample", "train_step")
-
-
-def op_calls(flow, batch: int, seed: int = 0) -> dict:
-    """op -> a zero-argument call of the flow's native op on inputs already on its device."""
-    rng = np.random.default_rng(seed)
-    x = flow.backend.to_native(rng.standard_normal((batch, flow.spec.dim)).astype(np.float32),
-                               flow.device)
-    return {"log_prob": lambda: flow._log_prob(x),
-            "inverse": lambda: flow._inverse(x),
-            "forward": lambda: flow._forward(x),
-            "sample": lambda: flow._sample(batch, seed),
-            "train_step": lambda: flow._train_step(x)}
 
 
 def compile_rows(backend_name: str, arch: str, dims, layers: int = 5,
@@ -35,7 +23,8 @@ def compile_rows(backend_name: str, arch: str, dims, layers: int = 5,
     for dim in dims:
         spec = adapters.FlowSpec(arch=arch, dim=int(dim), layers=layers, hidden=tuple(hidden))
         flow = backend.build(spec, seed=0)
-        calls = op_calls(flow, batch)
+        x = np.random.default_rng(0).standard_normal((batch, spec.dim)).astype(np.float32)
+        calls = op_calls(flow, backend.to_native(x, flow.device))
         for op in ops:
             t = measure(calls[op], backend.block, min_repeats=3, min_time=0.1)
             rows.append({"backend": backend_name, "version": backend.version(),

@@ -17,7 +17,7 @@ import adapters
 import datasets
 
 from . import environment
-from .timing import measure
+from .timing import measure, op_calls
 
 
 @dataclass
@@ -82,10 +82,10 @@ def run_cell(backend_name: str, arch: str, ds, cfg: QuickConfig, std: Standardiz
         lp = backend.to_numpy(flow.log_prob(std(ds.test))) - std.log_jac
         row("test_nll", float(-lp.mean()), "nats",
             stderr=float(lp.std(ddof=1) / np.sqrt(len(lp))))
-        xb = backend.to_native(std(ds.test[:cfg.time_batch]), flow.device)
-        for op, fn in (("log_prob", lambda: flow._log_prob(xb)),
-                       ("sample", lambda: flow._sample(cfg.time_batch, 1))):
-            t = measure(fn, backend.block)
+        calls = op_calls(flow, backend.to_native(std(ds.test[:cfg.time_batch]), flow.device),
+                         seed=1)
+        for op in ("log_prob", "sample"):
+            t = measure(calls[op], backend.block)
             row(f"time_{op}", t["median"], "s", iqr=t["iqr"], repeats=t["repeats"],
                 first_call=t["first"], passes=flow.passes, time_batch=cfg.time_batch)
     except Exception as exc:  # a failing cell is recorded, the run goes on

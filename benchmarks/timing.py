@@ -30,3 +30,15 @@ def measure(fn: Callable[[], Any], block: Callable[[Any], Any], *, warmup: int =
     q1, med, q3 = np.percentile(times, [25, 50, 75])
     return {"first": first, "median": float(med), "iqr": float(q3 - q1),
             "min": float(np.min(times)), "repeats": len(times)}
+
+
+def op_calls(flow, x, seed: int = 0) -> dict:
+    """op -> a zero-argument call of the flow's unchecked native op on x, a native array
+    already on the flow's device (sample draws len(x) rows), so that the timed region holds
+    no input check and no host transfer."""
+    n = int(x.shape[0])
+    return {"log_prob": lambda: flow._log_prob(x),
+            "inverse": lambda: flow._inverse(x),
+            "forward": lambda: flow._forward(x),
+            "sample": lambda: flow._sample(n, seed),
+            "train_step": lambda: flow._train_step(x)}
