@@ -23,6 +23,10 @@ Where TFP's conventions differ from the canonical ones, and what is done about i
 - ScaleMatvecLU's ``permutation`` is that of ``tf.linalg.lu``: W = P^-1 L U with
   (P y) = y[perm]. The canonical W selects rows, W = (L U)[perm], so TFP gets the
   inverse permutation, ``argsort(perm)``.
+- Cost of the sequential direction: MAF's while_loop applies ``bijector_fn(y).forward``
+  to every dimension on each of its dim passes (the canonical loop solves one dimension
+  per pass). Same result after dim passes; for NAF, whose inverse is bisection, dim times
+  the transformer work (measured: 18.6 s against JAX's 0.40 s at dim 64, 5 layers).
 - Log-det: TFP computes a coupling or MADE block's log-det with a second call of
   ``bijector_fn`` (RealNVP and MAF's inverse), and the log-det of MAF's sequential
   direction as -ildj(forward(x)), one more conditioner pass. These are issued passes;
