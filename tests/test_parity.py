@@ -117,7 +117,10 @@ def test_gradients_match(targets, arch, rng):
     spec = make_spec(arch, 3)
     batch = (rng.standard_normal((N_ROWS, 3)) * 1.5).astype(np.float32)
     w = C.random_weights(spec, 5, 0.1)
-    flows = build_all(targets, spec, w)
+    one_per_backend = {}
+    for target in targets:  # gradients() runs eagerly whatever the variant
+        one_per_backend.setdefault(target[1].name, target)
+    flows = build_all(list(one_per_backend.values()), spec, w)
     grads = {label: f.gradients(batch) for label, f in flows.items()}
     for label, f in flows.items():  # computing gradients changes nothing
         for k, v in f.get_weights().items():
