@@ -26,9 +26,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from .. import canonical as C  # noqa: E402
-from ..base import Backend, Flow, TrainConfig, parse_device  # noqa: E402
+from ..base import Backend, Flow, TrainConfig  # noqa: E402
 from ..conditioner import PassCounter  # noqa: E402
-from ..errors import DeviceError, UnsupportedSpec  # noqa: E402
+from ..errors import UnsupportedSpec  # noqa: E402
+from ..native.jax import JaxArrays  # noqa: E402
 from ..quiet import without_tensorflow  # noqa: E402
 from ..spec import FlowSpec  # noqa: E402
 
@@ -223,11 +224,6 @@ class JaxFlow(Flow):
     def _gradients(self, x):
         return self._compiled.grad(self.params, self.fixed, x)
 
-    def _native_check(self, a):
-        kind = np.dtype(a.dtype).kind
-        finite = bool(jnp.isfinite(a).all()) if kind == "f" else True
-        return tuple(a.shape), kind, finite
-
     def jacobian(self, a, direction: str = "forward"):
         jac = self._compiled.jacobian(direction)
         return np.asarray(jac(self.params, self.fixed, self.backend.to_native(a, self.device)))
@@ -238,36 +234,9 @@ def clear_caches() -> None:
     jax.clear_caches()
 
 
-class JaxBackend(Backend):
+class JaxBackend(JaxArrays, Backend):
     name = "jax"
-    framework = "jax"
-    native_types = (jax.Array,)
     variants = ("jit",)
-
-    def version(self):
-        return jax.__version__
-
-    def devices(self):
-        out = ["cpu"]
-        try:
-            if jax.devices("gpu"):
-                out.append("cuda")
-        except RuntimeError:
-            pass
-        return out
-
-    def _resolve(self, device: str):
-        kind, index = parse_device(device)
-        if kind == "cpu":
-            return jax.devices("cpu")[0]
-        try:
-            gpus = jax.devices("gpu")
-        except RuntimeError:
-            gpus = []
-        if index >= len(gpus):
-            raise DeviceError(f"device {device!r} requested but jax {jax.__version__} sees "
-                              f"{len(gpus)} GPU(s) (install jax[cuda12] on a GPU machine)")
-        return gpus[index]
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None) -> JaxFlow:
@@ -275,18 +244,6 @@ class JaxBackend(Backend):
             raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
         self._variant(variant)
         return JaxFlow(self, spec, int(seed), device, train or TrainConfig())
-
-    def to_numpy(self, a):
-        return np.asarray(a)
-
-    def to_native(self, a, device: str | None = None):
-        dev = self._resolve(device or "cpu")
-        if isinstance(a, jax.Array):
-            return jax.device_put(a.astype(jnp.float32), dev)
-        return jax.device_put(np.asarray(a, dtype=np.float32), dev)
-
-    def block(self, a):
-        return jax.block_until_ready(a)
 
     def clear_caches(self):
         clear_caches()

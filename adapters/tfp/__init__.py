@@ -12,30 +12,27 @@ The optimizer is Keras' Adam with its epsilon moved to where torch and optax add
 (``adapters/tfp/optim.py``: Keras adds it before bias correction, which measurably changed
 one step of a spline flow).
 
-TensorFlow is imported with its start-up chatter silenced, GPUs get memory growth (TF
-does not take all GPU memory), and CPU thread pools follow FLOWBENCH_THREADS when it is set
-before the backend loads (``benchmarks.environment.set_threads`` sets it).
+TensorFlow is imported and configured by ``adapters/native/tf.py``: start-up chatter
+silenced, memory growth on GPUs, CPU thread pools from FLOWBENCH_THREADS.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import os
 
 import numpy as np
 
 from .. import canonical as C
-from ..base import Backend, Flow, TrainConfig, parse_device
+from ..base import Backend, Flow, TrainConfig
 from ..conditioner import PassCounter
-from ..errors import DeviceError, UnsupportedSpec
+from ..errors import UnsupportedSpec
+from ..native.tf import TFArrays, tf  # imports TensorFlow quietly, configures it
 from ..quiet import quiet_imports
 from ..spec import FlowSpec
 
 with quiet_imports():
-    import tensorflow as tf
     import tensorflow_probability as tfp
-    _GPUS = tf.config.list_physical_devices("GPU")  # the CUDA probe prints on CPU hosts
 
 from .bijectors import block_bijector  # noqa: E402
 from .optim import Adam  # noqa: E402
@@ -44,24 +41,6 @@ tfd, tfb = tfp.distributions, tfp.bijectors
 VARIANTS = ("eager", "function", "xla")
 CACHE_SPECS = 64  # traced functions kept per spec and variant (see adapters/jax on why few)
 DEFAULT_VARIANT = "function"
-
-
-def _configure_runtime():
-    for gpu in _GPUS:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by someone else: leave it
-            pass
-    threads = os.environ.get("FLOWBENCH_THREADS")
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:  # the runtime already started; its pools are fixed now
-            pass
-
-
-_configure_runtime()
 
 
 class Model:
@@ -251,12 +230,6 @@ class TfpFlow(Flow):
         names = [k for k, v in self.vars.items() if v.trainable]
         return dict(zip(names, tape.gradient(loss, self.trainable)))
 
-    def _native_check(self, a):
-        dt = a.dtype
-        kind = "f" if dt.is_floating else ("c" if dt.is_complex else "i")
-        finite = bool(tf.reduce_all(tf.math.is_finite(a))) if kind == "f" else True
-        return tuple(a.shape), kind, finite
-
     def jacobian(self, a, direction: str = "forward") -> np.ndarray:
         """Per-row autodiff Jacobian (n, dim, dim) of forward (z -> x) or inverse (x -> z)."""
         a = self.backend.to_native(a, self.device)
@@ -270,29 +243,14 @@ def clear_caches() -> None:
     _jacobian.cache_clear()
 
 
-class TfpBackend(Backend):
+class TfpBackend(TFArrays, Backend):
     name = "tfp"
-    framework = "tensorflow"
-    native_types = (tf.Tensor, tf.Variable)
     variants = VARIANTS
     default_variant = DEFAULT_VARIANT
     extra_logdet_passes = 1
 
     def version(self):
         return f"{tf.__version__} / tfp {tfp.__version__}"
-
-    def devices(self):
-        return ["cpu"] + (["cuda"] if _GPUS else [])
-
-    def _resolve(self, device: str) -> str:
-        kind, index = parse_device(device)
-        if kind == "cpu":
-            return "/CPU:0"
-        if index >= len(_GPUS):
-            raise DeviceError(f"device {device!r} requested but TensorFlow {tf.__version__} "
-                              f"sees {len(_GPUS)} GPU(s) (tensorflow-cpu has no CUDA; the "
-                              f"GPU machines here have no TensorFlow at all)")
-        return f"/GPU:{index}"
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None) -> TfpFlow:
@@ -301,24 +259,8 @@ class TfpBackend(Backend):
         variant = self._variant(variant)
         return TfpFlow(self, spec, int(seed), device, train or TrainConfig(), variant)
 
-    def to_numpy(self, a):
-        if isinstance(a, (tf.Tensor, tf.Variable)):
-            return a.numpy()
-        return np.asarray(a)
-
-    def to_native(self, a, device: str | None = None):
-        with tf.device(self._resolve(device or "cpu")):
-            if isinstance(a, (tf.Tensor, tf.Variable)):
-                return tf.identity(tf.cast(a, tf.float32))
-            return tf.convert_to_tensor(np.asarray(a, dtype=np.float32))
-
     def clear_caches(self):
         clear_caches()
-
-    def block(self, a):
-        if _GPUS:  # CPU kernels run synchronously; GPU ones are queued
-            tf.test.experimental.sync_devices()
-        return a
 
 
 _BACKEND = None

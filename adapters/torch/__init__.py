@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from .. import canonical as C
-from ..base import Backend, Flow, TrainConfig, parse_device
-from ..errors import DeviceError, UnsupportedSpec
+from ..base import Backend, Flow, TrainConfig
+from ..native.torch import TorchArrays
+from ..errors import UnsupportedSpec
 from ..spec import FlowSpec
 from .layers import ActNorm, make_block
 
@@ -137,11 +138,6 @@ class TorchFlow(Flow):
         grads = torch.autograd.grad(loss, list(params.values()))
         return {names[k]: g for k, g in zip(params, grads)}
 
-    def _native_check(self, a):
-        if a.is_floating_point():
-            return tuple(a.shape), "f", bool(torch.isfinite(a).all())
-        return tuple(a.shape), ("c" if a.is_complex() else "i"), True
-
     def jacobian(self, a, direction: str = "forward") -> np.ndarray:
         """Per-row autodiff Jacobian (n, dim, dim) of forward (z -> x) or inverse (x -> z)."""
         fn = self.module.to_data if direction == "forward" else self.module.to_latent
@@ -150,50 +146,17 @@ class TorchFlow(Flow):
         return jac.permute(1, 0, 2).detach().cpu().numpy()
 
 
-class TorchBackend(Backend):
+class TorchBackend(TorchArrays, Backend):
     name = "torch"
-    framework = "torch"
-    native_types = (torch.Tensor,)
     variants = ("eager",)
-
-    def version(self):
-        return torch.__version__
-
-    def devices(self):
-        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-    def _device(self, device: str) -> str:
-        kind, index = parse_device(device)
-        if kind == "cpu":
-            return "cpu"
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r} requested but torch sees "
-                              f"{torch.cuda.device_count()} CUDA GPU(s) (torch "
-                              f"{torch.__version__}, built for CUDA {torch.version.cuda})")
-        return f"cuda:{index}"
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None) -> TorchFlow:
         if not isinstance(spec, FlowSpec):
             raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
         self._variant(variant)
-        return TorchFlow(self, spec, int(seed), self._device(device), train or TrainConfig())
+        return TorchFlow(self, spec, int(seed), self._resolve(device), train or TrainConfig())
 
-    def to_numpy(self, a):
-        if isinstance(a, torch.Tensor):
-            return a.detach().cpu().numpy()
-        return np.asarray(a)
-
-    def to_native(self, a, device: str | None = None):
-        device = self._device(device or "cpu")
-        if isinstance(a, torch.Tensor):
-            return a.to(device=device, dtype=torch.float32)
-        return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
-
-    def block(self, a):
-        if isinstance(a, torch.Tensor) and a.is_cuda:
-            torch.cuda.synchronize(a.device)
-        return a
 
 
 _BACKEND = None

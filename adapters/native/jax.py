@@ -1,0 +1,55 @@
+"""JAX arrays and devices."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..base import parse_device
+from ..errors import DeviceError
+
+
+def _gpus():
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:
+        return []
+
+
+class JaxArrays:
+    framework = "jax"
+    native_types = (jax.Array,)
+
+    def version(self):
+        return jax.__version__
+
+    def devices(self):
+        return ["cpu"] + [f"cuda:{i}" for i in range(len(_gpus()))]
+
+    def _resolve(self, device: str):
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            return jax.devices("cpu")[0]
+        gpus = _gpus()
+        if index >= len(gpus):
+            raise DeviceError(f"device {device!r} requested but jax {jax.__version__} sees "
+                              f"{len(gpus)} GPU(s) (install jax[cuda12] on a GPU machine)")
+        return gpus[index]
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def to_native(self, a, device: str | None = None):
+        dev = self._resolve(device or "cpu")
+        if isinstance(a, jax.Array):
+            return jax.device_put(a.astype(jnp.float32), dev)
+        return jax.device_put(np.asarray(a, dtype=np.float32), dev)
+
+    def block(self, a):
+        return jax.block_until_ready(a)
+
+    def native_check(self, a):
+        kind = np.dtype(a.dtype).kind
+        finite = bool(jnp.isfinite(a).all()) if kind == "f" else True
+        return tuple(a.shape), kind, finite

@@ -1,0 +1,51 @@
+"""PyTorch arrays and devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..base import parse_device
+from ..errors import DeviceError
+
+
+class TorchArrays:
+    framework = "torch"
+    native_types = (torch.Tensor,)
+
+    def version(self):
+        return torch.__version__
+
+    def devices(self):
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+    def _resolve(self, device: str) -> str:
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            return "cpu"
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} requested but torch sees "
+                              f"{torch.cuda.device_count()} CUDA GPU(s) (torch "
+                              f"{torch.__version__}, built for CUDA {torch.version.cuda})")
+        return f"cuda:{index}"
+
+    def to_numpy(self, a):
+        if isinstance(a, torch.Tensor):
+            return a.detach().cpu().numpy()
+        return np.asarray(a)
+
+    def to_native(self, a, device: str | None = None):
+        device = self._resolve(device or "cpu")
+        if isinstance(a, torch.Tensor):
+            return a.to(device=device, dtype=torch.float32)
+        return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+
+    def block(self, a):
+        if isinstance(a, torch.Tensor) and a.is_cuda:
+            torch.cuda.synchronize(a.device)
+        return a
+
+    def native_check(self, a):
+        if a.is_floating_point():
+            return tuple(a.shape), "f", bool(torch.isfinite(a).all())
+        return tuple(a.shape), ("c" if a.is_complex() else "i"), True
