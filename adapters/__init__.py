@@ -15,16 +15,22 @@ import importlib.util
 from .base import Backend, Flow, TrainConfig
 from .errors import (BackendUnavailable, DeviceError, DTypeError, FlowbenchError,
                      InvalidInput, NonFiniteError, ShapeError, SpecError, UnknownArch,
-                     UnsupportedSpec)
+                     UnsupportedOp, UnsupportedSpec)
 from .spec import ARCHS, PRESET_DOCS, PRESETS, FlowSpec
 
 # name -> (module, framework modules it needs, install hint)
-REGISTRY: dict[str, tuple[str | None, tuple[str, ...], str]] = {
+MATCHED: dict[str, tuple[str | None, tuple[str, ...], str]] = {
     "torch": ("adapters.torch", ("torch",), "pip install 'flowbench[torch]'"),
     "jax": ("adapters.jax", ("jax", "distrax", "optax"), "pip install 'flowbench[jax]'"),
     "tfp": ("adapters.tfp", ("tensorflow", "tensorflow_probability", "keras"),
             "pip install 'flowbench[tfp]'"),
 }
+# third-party flow libraries as they ship (adapters/peers)
+PEERS: dict[str, tuple[str | None, tuple[str, ...], str]] = {
+    "nflows": ("adapters.peers.nflows", ("torch", "nflows"),
+               "pip install 'flowbench[torch,peers]'"),
+}
+REGISTRY = {**MATCHED, **PEERS}
 
 _loaded: dict[str, Backend] = {}
 
@@ -76,6 +82,6 @@ def load(name: str) -> Backend:
 __all__ = [
     "ARCHS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable", "DTypeError",
     "DeviceError", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput", "NonFiniteError",
-    "ShapeError", "SpecError", "TrainConfig", "UnknownArch", "UnsupportedSpec", "available",
-    "load", "loaded", "names",
+    "MATCHED", "PEERS", "ShapeError", "SpecError", "TrainConfig", "UnknownArch",
+    "UnsupportedOp", "UnsupportedSpec", "available", "load", "loaded", "names",
 ]

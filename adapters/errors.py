@@ -39,3 +39,8 @@ class NonFiniteError(InvalidInput):
 
 class DeviceError(FlowbenchError, RuntimeError):
     """A device that is unknown or not present on this machine."""
+
+
+class UnsupportedOp(FlowbenchError, NotImplementedError):
+    """An operation that a backend declares it does not offer (a peer library's flow has
+    no canonical weights, no exact inverse, ...); the message says why."""

@@ -37,9 +37,9 @@ def make_spec(arch: str, dim: int, layers: int = 2, hidden=(16, 16)) -> adapters
     return adapters.FlowSpec(**kw, dim=dim, layers=layers, hidden=hidden)
 
 
-# Registered backends that have code; planned ones (jax, tfp before their issues land)
-# are listed by `flowbench list` and join this suite when their module exists.
-IMPLEMENTED = [name for name, (module, _, _) in adapters.REGISTRY.items() if module]
+# Matched backends (canonical weights, the full contract); peers have tests of their own.
+IMPLEMENTED = [name for name, (module, _, _) in adapters.MATCHED.items() if module]
+PEERS = [name for name, (module, _, _) in adapters.PEERS.items() if module]
 
 
 def load_or_skip(name: str, module_level: bool = False):

@@ -1,0 +1,98 @@
+"""What the PyTorch peers share: a library nn.Module run without gradients for the ops,
+torch.optim.Adam for training, seeded construction and sampling, and conditioner calls
+counted by forward hooks (a real count of every evaluation, not a trace-time estimate)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..base import TrainConfig
+from ..native.torch import TorchArrays
+from ..spec import FlowSpec
+from .base import PeerBackend, PeerFlow
+
+
+class TorchPeerFlow(PeerFlow):
+    variant = "eager"
+
+    def __init__(self, backend: "TorchPeerBackend", spec: FlowSpec, seed: int, device: str,
+                 train: TrainConfig):
+        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+        self.offer = backend.offer(spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = backend.make(spec).to(device)
+        # eval mode outside training: libraries' ActNorm initialises on the first batch it
+        # sees in training mode, and ops must not change parameters
+        self.module.eval()
+        self._calls = [0]
+        for m in self.module.modules():
+            if isinstance(m, backend.conditioner_types()):
+                m.register_forward_hook(self._count)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=train.lr,
+                                          betas=train.betas, eps=train.eps)
+
+    def _count(self, *_):
+        self._calls[0] += 1
+
+    def _run(self, fn, *args):
+        self._calls[0] = 0
+        with torch.no_grad():
+            out = fn(*args)
+        self.passes = self._calls[0]
+        return out
+
+    def num_params(self) -> int:
+        return int(sum(p.numel() for p in self.module.parameters() if p.requires_grad))
+
+    def _log_prob(self, x):
+        return self._run(self.backend.log_prob, self.module, x)
+
+    def _inverse(self, x):
+        return self._run(self.backend.to_latent, self.module, x)
+
+    def _forward(self, z):
+        return self._run(self.backend.to_data, self.module, z)
+
+    def _sample(self, n, seed):
+        devices = [torch.device(self.device).index or 0] if self.device != "cpu" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._run(self.backend.sample, self.module, n)
+
+    def _train_step(self, x):
+        self._calls[0] = 0
+        self.module.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = -self.backend.log_prob(self.module, x).mean()
+        loss.backward()
+        self.module.eval()
+        if self.train_config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.train_config.clip_norm)
+        self.optimizer.step()
+        self.passes = self._calls[0]
+        return loss.item()
+
+
+class TorchPeerBackend(TorchArrays, PeerBackend):
+    """A library's flows as nn.Modules. Subclasses say how to build one and how the
+    library names its directions."""
+
+    def version(self):
+        return f"{PeerBackend.version(self)} (torch {torch.__version__})"
+
+    def conditioner_types(self) -> tuple[type, ...]:
+        """Module classes whose every call is one conditioner evaluation."""
+        raise NotImplementedError
+
+    def make(self, spec: FlowSpec) -> torch.nn.Module: ...
+    def log_prob(self, module, x): ...
+    def to_latent(self, module, x): ...     # (z, log|det dz/dx|)
+    def to_data(self, module, z): ...       # (x, log|det dx/dz|)
+    def sample(self, module, n: int): ...
+
+    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
+              train: TrainConfig | None = None, variant: str | None = None):
+        self._variant(variant)
+        return TorchPeerFlow(self, spec, int(seed), self._resolve(device),
+                             train or TrainConfig())
