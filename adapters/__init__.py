@@ -27,8 +27,17 @@ MATCHED: dict[str, tuple[str | None, tuple[str, ...], str]] = {
 }
 # third-party flow libraries as they ship (adapters/peers)
 PEERS: dict[str, tuple[str | None, tuple[str, ...], str]] = {
+    "normflows": ("adapters.peers.normflows", ("torch", "normflows"),
+                  "pip install 'flowbench[torch,peers]'"),
+    "zuko": ("adapters.peers.zuko", ("torch", "zuko"), "pip install 'flowbench[torch,peers]'"),
     "nflows": ("adapters.peers.nflows", ("torch", "nflows"),
                "pip install 'flowbench[torch,peers]'"),
+    "flowjax": ("adapters.peers.flowjax", ("jax", "flowjax", "equinox", "optax"),
+                "pip install 'flowbench[jax,peers]'"),
+    "tfp-keras": ("adapters.peers.tfp_keras", ("tensorflow", "tensorflow_probability",
+                                               "tf_keras"), "pip install 'flowbench[tfp]'"),
+    "tfp-jax": ("adapters.peers.tfp_jax", ("jax", "tensorflow_probability", "equinox",
+                                           "optax"), "pip install 'flowbench[jax]'"),
 }
 REGISTRY = {**MATCHED, **PEERS}
 
@@ -49,6 +58,8 @@ def _reason(name: str) -> str | None:
     for mod in needs:
         if importlib.util.find_spec(mod) is None:
             return f"{mod} is not installed: {hint}"
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not written yet"
     return None
 
 

@@ -44,6 +44,9 @@ class Backend:
     native_types: tuple = ()
     # execution variants (eager, compiled, ...); the first is the default
     variants: tuple[str, ...] = ()
+    # the library caches results keyed on the input tensor (TFP bijectors, pyro): timing
+    # must hand every call a fresh tensor, or it times a cache lookup
+    caches_inputs: bool = False
     # conditioner evaluations the backend's library issues per conditioned block on top of
     # the canonical count when an op also needs the log-det (TFP: one, see adapters/tfp)
     extra_logdet_passes: int = 0
@@ -54,6 +57,10 @@ class Backend:
     def to_numpy(self, a) -> np.ndarray: ...
     def to_native(self, a, device: str | None = None): ...
     def block(self, a): ...
+    def fresh(self, a):
+        """A new native array equal to a (a device copy), so no input-keyed cache hits."""
+        return self.to_native(a)
+
     def native_check(self, a) -> tuple[tuple, str, bool]:
         """(shape, dtype kind letter, all finite) of a native array."""
         ...
