@@ -27,12 +27,22 @@ def cmd_list(args) -> int:
     console = _console()
     t = Table(title="backends")
     t.add_column("name")
+    t.add_column("kind")
     t.add_column("status")
+    t.add_column("offers")
     for name, why in adapters.available().items():
+        kind = "matched" if name in adapters.MATCHED else "peer"
         status = "[green]available[/green]" if why is None else f"[yellow]unavailable[/yellow]: {why}"
+        offers = ""
         if why is None:
-            status += f" ({adapters.load(name).version()})"
-        t.add_row(name, status)
+            backend = adapters.load(name)
+            status += f" ({backend.version()}; variants {', '.join(backend.variants)})"
+            if kind == "matched":
+                offers = "every preset and combination, canonical weights"
+            else:
+                offers = "; ".join(a if r is None else f"[dim]no {a}: {r}[/dim]"
+                                   for a, r in backend.capabilities().items())
+        t.add_row(name, kind, status, offers)
     console.print(t)
     t = Table(title="arch presets")
     t.add_column("arch")
@@ -137,6 +147,49 @@ def cmd_compile_time(args) -> int:
     return 0
 
 
+def _names(args) -> list[str]:
+    return args.backends or [b for b, why in adapters.available().items() if why is None]
+
+
+def cmd_conventions(args) -> int:
+    from .conventions import conventions_markdown
+
+    text = conventions_markdown(_names(args))
+    write_atomic(Path(args.out) / "conventions.md", text)
+    print(text)
+    return 0
+
+
+def cmd_passes(args) -> int:
+    from .passes import pass_rows
+
+    rows = pass_rows(_names(args), args.archs, dim=args.dim, layers=args.layers)
+    write_passes(rows, Path(args.out), args)
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def write_passes(rows, out: Path, args) -> str:
+    import pandas as pd
+
+    from . import environment
+    from .passes import pass_table
+
+    df = pd.DataFrame(rows)
+    write_atomic(out / "passes.csv", df.assign(**environment.describe()).to_csv(index=False))
+    not_run = df[df.status != "ok"][["backend", "arch", "status", "error"]]
+    text = "\n".join([
+        f"# Conditioner passes per layer at dim {args.dim} ({args.layers} layers)", "",
+        "Each cell is `log_prob / sample`, measured (not assumed) in each backend. An "
+        f"autoregressive flow pays {args.dim} passes per layer in its sequential direction; "
+        "a backend above 1 in the other direction evaluates the conditioner again for "
+        "the log-det.", "", pass_table(rows).to_markdown(), "",
+        *(["## Not built", "", not_run.to_markdown(index=False), ""] if len(not_run) else []),
+        f"Reproduce: `flowbench passes --dim {args.dim} --layers {args.layers}`", ""])
+    write_atomic(out / "passes.md", text)
+    print(text)
+    return text
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="flowbench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,9 +210,19 @@ def main(argv=None) -> int:
     c.add_argument("--batch", type=int, default=256)
     c.add_argument("--threads", type=int, default=QuickConfig.threads)
     c.add_argument("--out", default="results")
+    v = sub.add_parser("conventions", help="how each backend differs from the canonical model")
+    v.add_argument("--backends", nargs="*", help="default: every available backend")
+    v.add_argument("--out", default="results")
+    q = sub.add_parser("passes", help="measured conditioner passes of log_prob and sample")
+    q.add_argument("--backends", nargs="*", help="default: every available backend")
+    q.add_argument("--archs", nargs="*", default=list(adapters.PRESETS))
+    q.add_argument("--dim", type=int, default=8)
+    q.add_argument("--layers", type=int, default=4)
+    q.add_argument("--out", default="results")
     args = p.parse_args(argv)
     try:
-        return {"list": cmd_list, "run": cmd_run, "compile-time": cmd_compile_time}[args.cmd](args)
+        return {"list": cmd_list, "run": cmd_run, "compile-time": cmd_compile_time,
+                "conventions": cmd_conventions, "passes": cmd_passes}[args.cmd](args)
     except (adapters.FlowbenchError, datasets.DatasetError) as exc:
         print(f"flowbench: error: {exc}", file=sys.stderr)
         return 2

@@ -88,6 +88,9 @@ def run_cell(backend_name: str, arch: str, ds, cfg: QuickConfig, std: Standardiz
             t = measure(calls[op], backend.block)
             row(f"time_{op}", t["median"], "s", iqr=t["iqr"], repeats=t["repeats"],
                 first_call=t["first"], passes=flow.passes, time_batch=cfg.time_batch)
+    except adapters.UnsupportedSpec as exc:  # a peer without this arch: declared, skipped
+        rows.append({**base, "metric": "cell", "value": float("nan"), "unit": "",
+                     "status": "skipped", "error": str(exc)})
     except Exception as exc:  # a failing cell is recorded, the run goes on
         log(f"[red]{backend_name}/{arch} failed[/red]: {type(exc).__name__}: {exc}")
         rows.append({**base, "metric": "cell", "value": float("nan"), "unit": "",

@@ -77,3 +77,26 @@ def test_compile_time_table(tmp_path, capsys):
     assert list(sample.loc[[2, 3]]) == [4, 6]  # layers x dim sequential passes
     assert (df.compile_s >= 0).all() and (df.median_s > 0).all()
     assert "compile_s (dim 2)" in (tmp_path / "compile_time.md").read_text()
+
+
+def test_passes_and_conventions_tables(tmp_path, capsys):
+    assert cli.main(["passes", "--backends", "torch", "nflows", "--archs", "maf", "naf",
+                     "--dim", "5", "--layers", "2", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "passes.csv")
+    ok = df[df.status == "ok"].set_index(["backend", "arch", "op"])["passes"]
+    assert ok[("torch", "maf", "log_prob")] == 2 and ok[("torch", "maf", "sample")] == 10
+    assert ok[("nflows", "maf", "log_prob")] == 2 and ok[("nflows", "maf", "sample")] == 10
+    skipped = df[df.status == "skipped"]
+    assert list(skipped.backend) == ["nflows"] and "does not offer 'naf'" in skipped.error.iloc[0]
+    md = (tmp_path / "passes.md").read_text()
+    assert "1 / 5" in md and "Not built" in md
+    assert cli.main(["conventions", "--backends", "nflows", "--out", str(tmp_path)]) == 0
+    conv = (tmp_path / "conventions.md").read_text()
+    assert "## maf" in conv and "softplus(s) + 1e-3" in conv and "nflows: nflows has no" in conv
+
+
+def test_quick_skips_what_a_peer_does_not_offer():
+    rows = run_quick(QuickConfig(steps=3, archs=("naf",), backends=("nflows",), n_train=100,
+                                 n_test=50), log=lambda *_: None)
+    assert [r["status"] for r in rows] == ["skipped"]
+    assert "does not offer 'naf'" in rows[0]["error"]

@@ -28,7 +28,9 @@ class JaxPeerFlow(PeerFlow):
         self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
         self.offer = backend.offer(spec)
         dev = backend._resolve(device)
-        model = jax.device_put(backend.make(spec, jax.random.key(seed)), dev)
+        # models hold non-array leaves too (activations, closures): move only the arrays
+        model = jax.tree_util.tree_map(lambda a: jax.device_put(a, dev) if eqx.is_array(a)
+                                       else a, backend.make(spec, jax.random.key(seed)))
         self.params, self.static = backend.partition(model)
         opt = optax.adam(train.lr, b1=train.betas[0], b2=train.betas[1], eps=train.eps)
         if train.clip_norm is not None:
