@@ -1,19 +1,17 @@
-"""The ``flowbench`` command: list, run."""
+"""The ``flowbench`` command: list, run, merge, report, compile-time, conventions, passes."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import adapters
 import datasets
 
-from .quick import QuickConfig, run_quick, summary
+from .results import write_atomic
 
-RUN_PRESETS = {"quick": "every available backend x arch preset, trained briefly on Eq. 39"}
+THREADS = 2
 
 
 def _console():
@@ -32,7 +30,8 @@ def cmd_list(args) -> int:
     t.add_column("offers")
     for name, why in adapters.available().items():
         kind = "matched" if name in adapters.MATCHED else "peer"
-        status = "[green]available[/green]" if why is None else f"[yellow]unavailable[/yellow]: {why}"
+        status = ("[green]available[/green]" if why is None
+                  else f"[yellow]unavailable[/yellow]: {why}")
         offers = ""
         if why is None:
             backend = adapters.load(name)
@@ -61,62 +60,73 @@ def cmd_list(args) -> int:
         d = datasets.density(name)
         t.add_row(name, str(d.dim), "yes" if d.log_prob is not None else "no", d.description)
     console.print(t)
-    t = Table(title="run presets")
+    t = Table(title="matrix presets (flowbench run NAME)")
     t.add_column("name")
     t.add_column("description")
-    for name, doc in RUN_PRESETS.items():
+    from .matrix import presets
+    for name, doc in presets().items():
         t.add_row(name, doc)
     console.print(t)
     return 0
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def cmd_run(args) -> int:
-    import pandas as pd
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from . import matrix as M
+    from .report import build
+    from .runner import run_matrix
 
     console = _console()
-    cfg = QuickConfig(steps=args.steps, threads=args.threads, seed=args.seed,
-                      backends=tuple(args.backends) if args.backends else None,
-                      archs=tuple(args.archs) if args.archs else QuickConfig.archs)
-    for a in cfg.archs:
-        adapters.FlowSpec(arch=a)  # unknown arch: typed error before any work
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("cells", total=None)
+    name = args.matrix or args.preset or "quick"
+    overrides = {"backends": args.backends, "archs": args.archs, "steps": args.steps,
+                 "threads": args.threads, "seeds": [args.seed] if args.seed is not None
+                 else None, "dims": args.dims, "batches": args.batches,
+                 "devices": [args.device] if args.device else None,
+                 "timeout": args.timeout, "variants": args.variants}
+    m = M.load(name, overrides)
+    out_dir = Path(args.out)
+    suffix = f".shard-{args.shard.replace('/', '-of-')}" if args.shard else ""
+    path = out_dir / f"{m.name}{suffix}.csv"
+    summary = run_matrix(m, path, shard=args.shard, force=args.force, console=console)
+    write_atomic(out_dir / "conventions.md", summary.described["conventions"])
+    report = build(out_dir)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "none run"
+    console.print(f"{m.name}: {summary.cells} cells ({summary.resumed} already done; "
+                  f"{counts}); rows in {path}; report in {report}")
+    if m.fields["kind"] == "train":
+        _print_quality(path, console)
+    return 0 if not (summary.statuses.get("failed") or summary.statuses.get("timeout")) else 1
 
-        def progress(i, n, name):
-            bar.update(task, completed=i, total=n, description=f"cell {name}")
 
-        rows = run_quick(cfg, progress=progress, log=console.print)
-    table, failed = summary(rows)
-    out = Path(args.out)
-    write_atomic(out / f"{args.preset}.csv", pd.DataFrame(rows).to_csv(index=False))
-    md = [f"# flowbench {args.preset}: {RUN_PRESETS[args.preset]}", "",
-          f"Dataset {cfg.dataset}, {cfg.steps} Adam steps (lr {cfg.lr}, batch {cfg.batch}), "
-          f"{cfg.layers} layers of {cfg.hidden} hidden, data standardised on the training "
-          f"split (NLL reported in the data's own units), {cfg.threads} CPU threads. "
-          f"Times are medians over repeats of a batch of {cfg.time_batch}.", "",
-          table.to_markdown(index=False, floatfmt=".4g"), ""]
-    if len(failed):
-        md += ["## Cells that did not run", "", failed.to_markdown(index=False), ""]
-    md += [f"Reproduce: `flowbench run --preset {args.preset} --steps {cfg.steps} "
-           f"--threads {cfg.threads} --seed {cfg.seed}`", ""]
-    write_atomic(out / f"{args.preset}.md", "\n".join(md))
-    console.print(table.to_markdown(index=False, floatfmt=".4g"), markup=False,
-                  highlight=False, soft_wrap=True)
-    for _, r in failed.iterrows():
-        console.print(f"[red]{r['backend']}/{r['arch']} {r['status']}[/red]: {r['error']}")
-    console.print(f"wrote {out / (args.preset + '.csv')} and {out / (args.preset + '.md')}")
-    return 0 if not len(failed[failed["status"] == "failed"]) else 1
+def _print_quality(path: Path, console) -> None:
+    from . import results
+
+    df = results.read(path)
+    ok = df[(df.status == "ok") & df.metric.isin(["test_nll", "time"])
+            & df.statistic.isin(["mean", "median"])]
+    if ok.empty:
+        return
+    ok = ok.assign(what=ok.metric.where(ok.op.isna() | (ok.op == ""), ok.op + " ms"),
+                   v=ok.value.where(ok.metric != "time", ok.value * 1e3))
+    table = ok.pivot_table(index=["arch", "backend"], columns="what", values="v",
+                           aggfunc="last")
+    console.print(table.to_markdown(floatfmt=".4g"), markup=False, highlight=False,
+                  soft_wrap=True)
+
+
+def cmd_merge(args) -> int:
+    from .results import merge
+
+    df = merge(args.files, args.out)
+    print(f"merged {len(args.files)} files into {args.out}: {len(df)} rows, "
+          f"{df['cell'].nunique() if len(df) else 0} cells")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build
+
+    print(f"wrote {build(args.results, args.out)}")
+    return 0
 
 
 def cmd_compile_time(args) -> int:
@@ -194,21 +204,35 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="flowbench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="backends (and why one is unavailable), presets, datasets")
-    r = sub.add_parser("run", help="run a benchmark preset")
-    r.add_argument("--preset", choices=sorted(RUN_PRESETS), default="quick")
-    r.add_argument("--backends", nargs="*", help="default: every available backend")
-    r.add_argument("--archs", nargs="*", help="default: every arch preset")
-    r.add_argument("--steps", type=int, default=QuickConfig.steps)
-    r.add_argument("--threads", type=int, default=QuickConfig.threads)
-    r.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("run", help="run a benchmark matrix (a preset or a TOML file)")
+    r.add_argument("matrix", nargs="?", help="preset name or .toml path (default: quick)")
+    r.add_argument("--preset", help="the same as the positional MATRIX")
+    r.add_argument("--backends", nargs="*", help="default: the matrix's (usually all)")
+    r.add_argument("--archs", nargs="*", help="default: the matrix's")
+    r.add_argument("--variants", nargs="*", help="execution variants (default, all, names)")
+    r.add_argument("--dims", nargs="*", type=int)
+    r.add_argument("--batches", nargs="*", type=int)
+    r.add_argument("--steps", type=int, help="training steps (train matrices)")
+    r.add_argument("--threads", type=int, help=f"CPU threads per framework ({THREADS})")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--device", choices=["cpu", "gpu"])
+    r.add_argument("--timeout", type=float, help="seconds per cell")
+    r.add_argument("--shard", help="i/N: run the i-th of N slices of the matrix")
+    r.add_argument("--force", action="store_true", help="measure cells already done again")
     r.add_argument("--out", default="results")
+    g = sub.add_parser("merge", help="combine results files (shards) into one")
+    g.add_argument("files", nargs="+")
+    g.add_argument("--out", required=True)
+    rp = sub.add_parser("report", help="results/*.csv -> results/REPORT.md and figures")
+    rp.add_argument("--results", default="results")
+    rp.add_argument("--out", help="default: RESULTS/REPORT.md")
     c = sub.add_parser("compile-time", help="first-call (compile) time of every op over dims")
     c.add_argument("--backends", nargs="*", help="default: every available backend")
     c.add_argument("--archs", nargs="*", default=["maf", "iaf", "naf", "realnvp"])
     c.add_argument("--dims", nargs="*", type=int, default=[2, 64])
     c.add_argument("--layers", type=int, default=5)
     c.add_argument("--batch", type=int, default=256)
-    c.add_argument("--threads", type=int, default=QuickConfig.threads)
+    c.add_argument("--threads", type=int, default=THREADS)
     c.add_argument("--out", default="results")
     v = sub.add_parser("conventions", help="how each backend differs from the canonical model")
     v.add_argument("--backends", nargs="*", help="default: every available backend")
@@ -220,9 +244,13 @@ def main(argv=None) -> int:
     q.add_argument("--layers", type=int, default=4)
     q.add_argument("--out", default="results")
     args = p.parse_args(argv)
+    if getattr(args, "variants", None) and len(args.variants) == 1 and args.variants[0] in (
+            "default", "all"):
+        args.variants = args.variants[0]
     try:
         return {"list": cmd_list, "run": cmd_run, "compile-time": cmd_compile_time,
-                "conventions": cmd_conventions, "passes": cmd_passes}[args.cmd](args)
+                "conventions": cmd_conventions, "passes": cmd_passes, "merge": cmd_merge,
+                "report": cmd_report}[args.cmd](args)
     except (adapters.FlowbenchError, datasets.DatasetError) as exc:
         print(f"flowbench: error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from functools import lru_cache
 from importlib import metadata
 
@@ -32,11 +33,8 @@ def set_threads(n: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "FLOWBENCH_THREADS"):  # FLOWBENCH_THREADS: read by the tfp backend on load
         os.environ[var] = str(n)
-    try:
-        import torch
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+    if "torch" in sys.modules:  # torch reads OMP_NUM_THREADS itself when imported later
+        sys.modules["torch"].set_num_threads(n)
 
 
 def describe() -> dict:

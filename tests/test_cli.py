@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import adapters
 from benchmarks import cli
-from benchmarks.quick import QuickConfig, run_quick
 from benchmarks.timing import measure
 
 
@@ -15,49 +13,53 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for word in ["torch", "jax", "tfp", "maf", "glow", "eq39", "quick"]:
         assert word in out
-    for name, why in adapters.available().items():
+    for why in adapters.available().values():
         if why is not None:
             assert why.split(":")[0][:20] in out
 
 
-def test_quick_run_writes_results(tmp_path, capsys):
-    rc = cli.main(["run", "--preset", "quick", "--steps", "30", "--archs", "maf", "nsf",
-                   "--backends", "torch", "--out", str(tmp_path)])
+def test_quick_run_writes_results_and_report(tmp_path, capsys):
+    """The main job through the matrix runner: trained cells, a peer's declared skip, an
+    unknown backend recorded as skipped, and the report written beside the rows."""
+    rc = cli.main(["run", "quick", "--steps", "30", "--archs", "maf", "naf",
+                   "--backends", "torch", "nflows", "nosuch", "--out", str(tmp_path)])
     assert rc == 0
     df = pd.read_csv(tmp_path / "quick.csv")
-    assert set(df["status"]) == {"ok"}
-    nll = df[(df.metric == "test_nll")].set_index("arch")["value"]
-    assert set(nll.index) == {"maf", "nsf"} and np.isfinite(nll).all()
-    assert np.allclose(df["target_entropy"].dropna(), 3.531024, atol=1e-5)
-    times = df[df.metric.str.startswith("time_")]
-    assert len(times) == 4 and (times["value"] > 0).all()
-    assert {"git_commit", "python", "threads"} <= set(df.columns)
-    md = (tmp_path / "quick.md").read_text()
-    assert "test NLL" in md and "Reproduce" in md
+    cells = df[(df.metric == "status") & df.op.isna()].set_index(["backend", "arch"])
+    assert cells.loc[("torch", "maf"), "status"] == "ok"
+    assert cells.loc[("torch", "naf"), "status"] == "ok"
+    assert cells.loc[("nflows", "maf"), "status"] == "ok"
+    assert cells.loc[("nflows", "naf"), "status"] == "skipped"
+    assert "does not offer 'naf'" in cells.loc[("nflows", "naf"), "error"]
+    assert "unknown backend 'nosuch'" in cells.loc[("nosuch", "maf"), "error"]
+    nll = df[df.metric == "test_nll"].set_index(["backend", "arch"])["value"]
+    assert len(nll) == 3 and np.isfinite(nll).all()
+    ent = df[df.metric == "target_entropy"]["value"]
+    assert np.allclose(ent, 3.531024, atol=1e-5)
+    med = df[(df.metric == "time") & (df.statistic == "median")]
+    assert set(med.op) == {"log_prob", "sample"} and (med.value > 0).all()
+    passes = df[(df.metric == "passes") & (df.backend == "torch") & (df.arch == "maf")]
+    assert dict(zip(passes.op, passes.value)) == {"log_prob": 4, "sample": 8}  # 4 layers
+    assert {"git_commit", "run_id", "threads", "backend_version", "timestamp"} <= set(df)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "test NLL" in report and "Reproduce: `flowbench run quick`" in report
+    assert "## Conventions" in report and "did not run" in report
     assert "maf" in capsys.readouterr().out
 
 
-def test_failing_cell_is_recorded_and_the_run_goes_on():
-    cfg = QuickConfig(steps=5, archs=("maf",), backends=("torch", "nosuch"), n_train=500,
-                      n_test=200)
-    rows = run_quick(cfg, log=lambda *_: None)
-    df = pd.DataFrame(rows)
-    bad = df[df.backend == "nosuch"]
-    assert list(bad.status) == ["skipped"] and "unknown backend" in bad.error.iloc[0]
-    assert (df[df.backend == "torch"].status == "ok").all()
+def test_diverging_training_is_a_failed_row(tmp_path, monkeypatch):
+    from benchmarks import matrix, worker
 
-
-def test_diverging_training_is_a_failed_row(monkeypatch):
     flow_cls = type(adapters.load("torch").build(adapters.FlowSpec(arch="maf")))
     monkeypatch.setattr(flow_cls, "_train_step", lambda self, x: float("nan"))
-    rows = run_quick(QuickConfig(steps=3, archs=("maf",), backends=("torch",), n_train=100,
-                                 n_test=50), log=lambda *_: None)
-    assert rows[-1]["status"] == "failed" and "diverged" in rows[-1]["error"]
-
-
-def test_bad_arch_is_a_clear_error(capsys):
-    assert cli.main(["run", "--archs", "planar", "--steps", "1"]) == 2
-    assert "unknown arch 'planar'" in capsys.readouterr().err
+    m = matrix.load("quick", {"backends": ["torch"], "archs": ["maf"], "steps": 3})
+    cell = matrix.expand(m, {"torch": {"variants": ["eager"], "reason": None,
+                                       "missing": {}}})[0]
+    worker.run_cell(cell, str(tmp_path / "rows.jsonl"))
+    rows = pd.read_json(tmp_path / "rows.jsonl", lines=True)
+    last = rows.iloc[-1]
+    assert last.metric == "status" and last.status == "failed"
+    assert "diverged at step 0" in last.error
 
 
 def test_measure_blocks_every_call_and_counts():
@@ -93,10 +95,3 @@ def test_passes_and_conventions_tables(tmp_path, capsys):
     assert cli.main(["conventions", "--backends", "nflows", "--out", str(tmp_path)]) == 0
     conv = (tmp_path / "conventions.md").read_text()
     assert "## maf" in conv and "softplus(s) + 1e-3" in conv and "nflows: nflows has no" in conv
-
-
-def test_quick_skips_what_a_peer_does_not_offer():
-    rows = run_quick(QuickConfig(steps=3, archs=("naf",), backends=("nflows",), n_train=100,
-                                 n_test=50), log=lambda *_: None)
-    assert [r["status"] for r in rows] == ["skipped"]
-    assert "does not offer 'naf'" in rows[0]["error"]

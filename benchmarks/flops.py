@@ -1,0 +1,52 @@
+"""Analytic FLOPs of the conditioner networks, and the machine's measured GEMM peak, so a
+timing row can say how much of the machine an op used.
+
+Only the conditioner MLPs are counted (2 * fan_in * fan_out per dense layer and row: a
+MADE layer is a dense matmul with a masked weight, so its zeros are counted too). The
+transformers, bisection, log-dets and 1x1 maps are left out: they are elementwise or
+O(dim^2) per row, small beside the networks at the widths benchmarked, and counting them
+would need per-library knowledge. So GFLOP/s here is a lower bound on work done.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from adapters import canonical as C
+from adapters.spec import FlowSpec
+
+# a training step: forward, then backward at about twice the forward's matmul work
+TRAIN_FACTOR = 3
+
+
+def flops_per_pass(spec: FlowSpec) -> float:
+    """FLOPs per row of one conditioner evaluation, averaged over the conditioned blocks
+    (coupling blocks alternate masks but have the same widths)."""
+    nets = [b for b in C.blocks(spec) if b.conditioned]
+    if not nets:
+        return 0.0
+    total = sum(2 * fi * fo for b in nets for fi, fo in zip(b.net_sizes[:-1], b.net_sizes[1:]))
+    return total / len(nets)
+
+
+def op_flops(spec: FlowSpec, op: str, passes: int, batch: int) -> float:
+    """Conditioner FLOPs of one call of ``op`` on ``batch`` rows that made ``passes``
+    conditioner evaluations (as the flow counted them)."""
+    return flops_per_pass(spec) * passes * batch * (TRAIN_FACTOR if op == "train_step" else 1)
+
+
+def gemm_peak(n: int = 2048, min_time: float = 1.0) -> float:
+    """Best float32 GFLOP/s of an n x n matmul in numpy (the BLAS numpy links, with the
+    thread count this process was started with)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up: thread pool start, page faults
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9

@@ -1,0 +1,214 @@
+"""A benchmark matrix: a preset (benchmarks/matrices/*.toml) or a TOML file of the same
+form, expanded into cells.
+
+A cell is what one fresh subprocess measures: one backend, execution variant, spec,
+device and seed (and, for training cells, one dataset), with every op and batch size of
+the matrix inside it. Its key is a hash of everything that defines it, so a rerun knows
+which cells are already in the results file.
+
+Fields (top level, or per ``[[sweep]]`` table, whose values override the top level and
+whose cells are the union over sweeps)::
+
+    kind        "time" (ops timed on random input) | "train" (trained on a dataset,
+                 then test NLL and the ops timed)
+    backends    names, or ["all"] (every registered backend; the unavailable ones
+                 become skipped rows with the reason)
+    variants    "default" | "all" | a list of execution variant names
+    archs       arch presets;  dims, batches, ops, devices ("cpu", "gpu"), seeds
+    layers, hidden, bins, tail_bound        the spec
+    datasets, steps, train_batch, lr, n_train, n_test          (kind "train")
+    threads, timeout (s per cell), min_time, min_repeats, max_time (timing loop)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import adapters
+from adapters.errors import FlowbenchError
+
+PRESET_DIR = Path(__file__).resolve().parent / "matrices"
+OPS = ("log_prob", "inverse", "forward", "sample", "train_step")
+KINDS = ("time", "train")
+
+DEFAULTS = {
+    "kind": "time", "backends": ["all"], "variants": "default", "archs": ["maf"],
+    "dims": [2], "batches": [1024], "ops": ["log_prob", "sample"], "devices": ["cpu"],
+    "seeds": [0], "layers": 5, "hidden": [128, 128], "bins": 8, "tail_bound": 5.0,
+    "datasets": ["eq39"], "steps": 1000, "train_batch": 256, "lr": 1e-3,
+    "n_train": 20000, "n_test": 5000, "threads": 2, "timeout": 600.0, "min_time": 0.2,
+    "min_repeats": 5, "max_time": 10.0, "description": "",
+}
+# fields that define a cell (and its key); the rest are run settings
+SPEC_FIELDS = ("layers", "hidden", "bins", "tail_bound")
+TRAIN_FIELDS = ("steps", "train_batch", "lr", "n_train", "n_test")
+TIMING_FIELDS = ("min_time", "min_repeats", "max_time")
+
+
+class MatrixError(FlowbenchError):
+    """A matrix file or preset that cannot be used, and why."""
+
+
+def presets() -> dict[str, str]:
+    """preset name -> its description."""
+    return {p.stem: tomllib.loads(p.read_text()).get("description", "")
+            for p in sorted(PRESET_DIR.glob("*.toml"))}
+
+
+@dataclass
+class Matrix:
+    name: str
+    source: str
+    fields: dict
+    sweeps: list[dict]
+
+    def sweep_fields(self):
+        for sweep in self.sweeps or [{}]:
+            yield {**self.fields, **sweep}
+
+
+def load(name_or_path: str, overrides: dict | None = None) -> Matrix:
+    """A preset by name, or a TOML file by path; ``overrides`` (from the command line)
+    replace fields everywhere, sweeps included."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        raise MatrixError(f"{path}: matrices are TOML files (tomllib ships with Python); "
+                          "write the same fields as benchmarks/matrices/*.toml")
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise MatrixError(f"unknown matrix preset {name_or_path!r}; presets: "
+                              f"{', '.join(presets())}, or give a .toml file")
+    elif not path.exists():
+        raise MatrixError(f"matrix file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: not valid TOML: {exc}") from None
+    sweeps = raw.pop("sweep", [])
+    if not isinstance(sweeps, list) or not all(isinstance(s, dict) for s in sweeps):
+        raise MatrixError(f"{path}: 'sweep' must be an array of tables ([[sweep]])")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for table in [raw, *sweeps, overrides]:
+        unknown = set(table) - set(DEFAULTS)
+        if unknown:
+            raise MatrixError(f"{path}: unknown matrix field(s) {sorted(unknown)}; known: "
+                              f"{', '.join(DEFAULTS)}")
+    fields = {**DEFAULTS, **raw, **overrides}
+    sweeps = [{**s, **overrides} for s in sweeps]
+    m = Matrix(name=path.stem, source=str(path), fields=fields, sweeps=sweeps)
+    for f in m.sweep_fields():
+        _check(f, path)
+    return m
+
+
+def _check(f: dict, path) -> None:
+    if f["kind"] not in KINDS:
+        raise MatrixError(f"{path}: kind must be one of {KINDS}, got {f['kind']!r}")
+    bad_ops = set(f["ops"]) - set(OPS)
+    if bad_ops:
+        raise MatrixError(f"{path}: unknown op(s) {sorted(bad_ops)}; ops: {', '.join(OPS)}")
+    for key in ("dims", "batches", "seeds"):
+        vals = f[key]
+        if not isinstance(vals, list) or not vals or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= (0 if key == "seeds" else 1)
+                for v in vals):
+            raise MatrixError(f"{path}: {key} must be a non-empty list of positive ints, "
+                              f"got {vals!r}")
+    for d in f["devices"]:
+        adapters.base.parse_device(d)  # DeviceError names the bad one
+    for a in f["archs"]:
+        adapters.FlowSpec(arch=a)  # UnknownArch names it
+    if f["kind"] == "train":
+        import datasets
+        for name in f["datasets"]:
+            datasets.density(name)  # DatasetError names it
+
+
+def backend_names(requested) -> list[str]:
+    return adapters.names() if list(requested) == ["all"] else list(requested)
+
+
+def cell_key(cell: dict) -> str:
+    return hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand(m: Matrix, described: dict) -> list[dict]:
+    """Every cell of the matrix, in a stable order. ``described`` is what the describe
+    step found: backend name -> {"variants": [...], "reason": None or why unavailable,
+    "missing": {arch: reason}}. Cells that cannot run carry ``skip`` with the reason."""
+    cells: dict[str, dict] = {}
+    for f in m.sweep_fields():
+        for b in backend_names(f["backends"]):
+            info = described.get(b) or {"variants": [], "reason": f"unknown backend {b!r}; "
+                                        f"known: {', '.join(adapters.names())}",
+                                        "missing": {}}
+            variants = _variants(f["variants"], info)
+            for variant in variants:
+                for arch in f["archs"]:
+                    for device in f["devices"]:
+                        for seed in f["seeds"]:
+                            for data_or_dim in (f["datasets"] if f["kind"] == "train"
+                                                else f["dims"]):
+                                cell = _cell(f, b, variant, arch, device, seed, data_or_dim)
+                                key = _merge_key(cell)
+                                if key in cells:  # same cell in two sweeps: union of batches
+                                    have = cells[key]
+                                    have["batches"] = sorted(set(have["batches"])
+                                                             | set(cell["batches"]))
+                                    continue
+                                why = info["reason"] or (
+                                    f"{b} does not offer {arch!r}: {info['missing'][arch]}"
+                                    if arch in info["missing"] else None)
+                                if variant not in info["variants"] and not why:
+                                    why = (f"backend {b} has no execution variant "
+                                           f"{variant!r}; it has: {', '.join(info['variants'])}")
+                                if why:
+                                    cell["skip"] = why
+                                cells[key] = cell
+    for cell in cells.values():
+        cell["key"] = cell_key({k: v for k, v in cell.items() if k != "skip"})
+    return list(cells.values())
+
+
+def _variants(requested, info) -> list[str]:
+    have = info["variants"] or ["default"]
+    if requested == "default":
+        return have[:1]
+    if requested == "all":
+        return list(have)
+    return list(requested)
+
+
+def _cell(f, backend, variant, arch, device, seed, data_or_dim) -> dict:
+    cell = {"kind": f["kind"], "backend": backend, "variant": variant, "arch": arch,
+            "device": device, "seed": seed, "ops": list(f["ops"]),
+            "batches": sorted(f["batches"]), "threads": f["threads"],
+            **{k: f[k] for k in SPEC_FIELDS + TIMING_FIELDS}}
+    if f["kind"] == "train":
+        cell.update(dataset=data_or_dim, **{k: f[k] for k in TRAIN_FIELDS})
+    else:
+        cell.update(dim=data_or_dim)
+    return cell
+
+
+def _merge_key(cell) -> str:
+    return cell_key({k: v for k, v in cell.items() if k != "batches"})
+
+
+def shard(cells: list[dict], spec: str | None) -> list[dict]:
+    """The i-th of N interleaved slices ("i/N", 1-based): every machine gets a similar mix
+    of cheap and costly cells, and the slices are disjoint and cover the matrix."""
+    if not spec:
+        return cells
+    try:
+        i, n = (int(p) for p in spec.split("/"))
+    except ValueError:
+        raise MatrixError(f"--shard must be i/N with 1 <= i <= N, got {spec!r}") from None
+    if not 1 <= i <= n:
+        raise MatrixError(f"--shard must be i/N with 1 <= i <= N, got {spec!r}")
+    return cells[i - 1::n]

@@ -1,0 +1,311 @@
+"""``flowbench report``: results/*.csv -> results/REPORT.md and figures beside it.
+
+Tables are pivots of the tidy rows: medians with their IQR, the ratio to the fastest
+backend in the same row, the sequential passes beside the time, the environment they were
+measured in, and the command that reproduces them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import adapters
+
+from .results import read, write_atomic
+
+TIDY = {"metric", "status", "cell", "value"}
+
+
+def framework(backend: str) -> str:
+    """The framework a backend runs on (the first module its registry entry needs)."""
+    entry = adapters.REGISTRY.get(backend)
+    return entry[1][0] if entry else "?"
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    frames = []
+    for path in sorted(Path(results_dir).glob("*.csv")):
+        df = read(path)
+        if df.empty or not TIDY <= set(df.columns):
+            continue  # passes.csv, compile_time.csv: tables of their own commands
+        if "matrix" not in df:
+            df["matrix"] = re.sub(r"\.shard-.*$", "", path.stem)
+        df["source"] = path.name
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    df["column"] = np.where(df["variant"].fillna("").astype(str).isin(["", "eager", "jit"]),
+                            df["backend"].astype(str),
+                            df["backend"].astype(str) + "/" + df["variant"].astype(str))
+    return df
+
+
+def _md(df: pd.DataFrame, floatfmt=".3g") -> str:
+    return df.to_markdown(floatfmt=floatfmt) if len(df) else "(no rows)"
+
+
+def _ok(df, metric, statistic=None):
+    sel = (df["metric"] == metric) & (df["status"] == "ok")
+    if statistic:
+        sel &= df["statistic"] == statistic
+    return df[sel]
+
+
+def time_table(df: pd.DataFrame, op: str, dim, batch) -> pd.DataFrame:
+    """arch x backend(/variant): 'median ms ±IQR (x ratio to the row's fastest)'."""
+    sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
+    med = _ok(df[sel], "time", "median").pivot_table(index="arch", columns="column",
+                                                    values="value", aggfunc="last")
+    iqr = _ok(df[sel], "time", "iqr").pivot_table(index="arch", columns="column",
+                                                 values="value", aggfunc="last")
+    if med.empty:
+        return med
+    ratio = med.div(med.min(axis=1), axis=0)
+    out = med.copy().astype(object)
+    for a in med.index:
+        for c in med.columns:
+            v = med.loc[a, c]
+            out.loc[a, c] = "" if pd.isna(v) else (
+                f"{v * 1e3:.3g} ±{iqr.loc[a, c] * 1e3:.2g} (x{ratio.loc[a, c]:.2g})")
+    return out
+
+
+def single_table(df, metric, op, dim, batch, scale=1.0, fmt="{:.3g}", statistic=None):
+    sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
+    t = _ok(df[sel], metric, statistic).pivot_table(index="arch", columns="column",
+                                                   values="value", aggfunc="last") * scale
+    return t.map(lambda v: "" if pd.isna(v) else fmt.format(v))
+
+
+def passes_table(df) -> pd.DataFrame:
+    """arch x backend: 'log_prob / sample' conditioner passes per layer, as measured."""
+    p = _ok(df, "passes")
+    p = p[p["op"].isin(["log_prob", "sample"])]
+    if p.empty:
+        return pd.DataFrame()
+    p = p.assign(per_layer=p["value"] / p["layers"])
+    dim = int(p["dim"].max()) if p["dim"].nunique() == 1 else int(
+        p["dim"].value_counts().idxmax())
+    p = p[p["dim"] == dim]
+    t = p.pivot_table(index=["arch", "backend"], columns="op", values="per_layer",
+                      aggfunc="last")
+    cell = t.apply(lambda r: f"{r.get('log_prob', np.nan):g} / {r.get('sample', np.nan):g}",
+                   axis=1)
+    out = cell.unstack("backend").fillna("-")
+    out.columns.name = f"dim {dim}"
+    return out
+
+
+def environment_section(df) -> list[str]:
+    cal = df[df["kind"] == "calibration"]
+    lines = ["## Environment", ""]
+    env_cols = [c for c in ["matrix", "machine", "platform", "python", "cpu_count",
+                            "git_commit", "threads"] if c in df]
+    runs = df.groupby("run_id")[env_cols].last() if "run_id" in df else pd.DataFrame()
+    peaks = _ok(cal, "gemm_peak").groupby("run_id")["value"].last()
+    over = _ok(cal, "timer_overhead").groupby("run_id")["value"].last()
+    if len(runs):
+        runs = runs.assign(**{"GEMM peak (GFLOP/s)": peaks.reindex(runs.index).round(1),
+                              "timer overhead (us)": (over.reindex(runs.index) * 1e6).round(3)})
+        lines += [runs.reset_index().to_markdown(index=False), ""]
+    versions = cal[cal["metric"] == "backend"]
+    if len(versions):
+        v = versions.groupby("backend")[["backend_version", "variant", "error"]].last()
+        v.columns = ["version", "execution variants", "unavailable because"]
+        lines += ["Backends:", "", v.fillna("").reset_index().to_markdown(index=False), ""]
+    return lines
+
+
+def quality_section(df) -> list[str]:
+    tr = df[df["kind"] == "train"]
+    nll = _ok(tr, "test_nll")
+    if nll.empty:
+        return []
+    lines = ["## Quality after the matrix's training (test NLL, nats)", ""]
+    for ds, g in nll.groupby("dataset"):
+        seeds = g.groupby(["arch", "column"])["value"]
+        t = (seeds.mean().map("{:.4f}".format) + seeds.apply(
+            lambda v: f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "")).unstack("column")
+        steps = tr["steps"].dropna().unique() if "steps" in tr else []
+        lines += [f"### {ds}", ""]
+        ent = _ok(tr[tr["dataset"] == ds], "target_entropy")["value"]
+        if len(ent):
+            lines += [f"Target entropy {ent.iloc[0]:.4f} nats (the NLL of the true density: "
+                      f"NLL - entropy estimates KL(p || q)). "]
+        lines += [f"Mean over seeds (± std where several), after "
+                  f"{', '.join(str(int(s)) for s in steps) or '?'} Adam steps.", "",
+                  t.fillna("").to_markdown(), ""]
+        if len(ent):
+            gap = (g.groupby(["arch", "column"])["value"].mean() - ent.iloc[0]).unstack()
+            lines += ["Gap NLL - entropy (nats):", "", gap.to_markdown(floatfmt=".4f"), ""]
+    return lines
+
+
+def _figure(data, x, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    g = sns.relplot(data=data, x=x, y="ms", hue="backend", style="op", col="arch",
+                    kind="line", marker="o", col_wrap=min(4, data["arch"].nunique()),
+                    height=3.2, facet_kws={"sharey": False})
+    g.set(xscale="log", yscale="log")
+    g.set_axis_labels(x, "median time (ms)")
+    g.figure.suptitle(title, y=1.03)
+    g.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(g.figure)
+
+
+def scaling_section(df, out_dir: Path, name: str) -> list[str]:
+    med = _ok(df, "time", "median")
+    if med.empty:
+        return []
+    med = med.assign(ms=med["value"] * 1e3, backend=med["column"])
+    lines = []
+    batch_counts = med.groupby("batch")["dim"].nunique()
+    dim_counts = med.groupby("dim")["batch"].nunique()
+    if batch_counts.max() > 1:  # a dim sweep at some batch
+        batch = int(batch_counts.idxmax())
+        sweep = med[med["batch"] == batch]
+        fig = out_dir / f"{name}_dim.png"
+        _figure(sweep, "dim", fig, f"{name}: time against dim (batch {batch})")
+        cell = sweep.assign(txt=sweep["ms"].map("{:.3g}".format) + " ("
+                            + sweep["passes"].fillna(-1).astype(int).astype(str) + ")")
+        t = cell.pivot_table(index=["arch", "op", "backend"], columns="dim", values="txt",
+                             aggfunc="last")
+        lines += [f"### Against dim (batch {batch})", "",
+                  "Median ms per call (conditioner passes of the call).", "",
+                  f"![time against dim]({fig.name})", "", t.fillna("").to_markdown(), ""]
+        growth = sweep.pivot_table(index=["arch", "op", "backend"], columns="dim",
+                                   values="value", aggfunc="last")
+        if growth.shape[1] > 1:
+            ratio = growth[growth.columns.max()] / growth[growth.columns.min()]
+            lines += [f"Growth, time at dim {growth.columns.max()} / time at dim "
+                      f"{growth.columns.min()}:", "",
+                      ratio.unstack("backend").to_markdown(floatfmt=".3g"), ""]
+    if dim_counts.max() > 1:  # a batch sweep at some dim
+        dim = int(dim_counts.idxmax())
+        sweep = med[med["dim"] == dim]
+        fig = out_dir / f"{name}_batch.png"
+        _figure(sweep, "batch", fig, f"{name}: time against batch (dim {dim})")
+        thr = _ok(df[df["dim"] == dim], "throughput", "median")
+        t = thr.pivot_table(index=["arch", "op", "column"], columns="batch", values="value",
+                            aggfunc="last")
+        lines += [f"### Against batch (dim {dim})", "", f"![time against batch]({fig.name})",
+                  "", "Throughput (samples/s):", "", t.to_markdown(floatfmt=".3g"), ""]
+    return lines
+
+
+def timing_section(df, name: str, peak: float | None) -> list[str]:
+    lines = []
+    points = (_ok(df, "time", "median")[["dim", "batch"]].drop_duplicates()
+              .sort_values(["dim", "batch"]).itertuples(index=False))
+    for dim, batch in points:
+        for op in [o for o in ["log_prob", "inverse", "forward", "sample", "train_step"]
+                   if o in set(df["op"])]:
+            t = time_table(df, op, dim, batch)
+            if t.empty:
+                continue
+            lines += [f"### `{op}`, dim {int(dim)}, batch {int(batch)}", "",
+                      "Median ms ±IQR (x ratio to the fastest in the row).", "", _md(t), ""]
+        comp = single_table(df, "compile", "log_prob", dim, batch, 1.0)
+        comp_s = single_table(df, "compile", "sample", dim, batch, 1.0)
+        if not comp.empty:
+            lines += [f"First call minus steady median (s), trace + compile, dim {int(dim)} "
+                      f"batch {int(batch)}: `log_prob`", "", _md(comp), "", "`sample`", "",
+                      _md(comp_s), ""]
+        gf = single_table(df, "gflops", "log_prob", dim, batch, 1.0, "{:.3g}", "median")
+        if not gf.empty and peak:
+            lines += [f"Conditioner GFLOP/s of `log_prob` (dim {int(dim)}, batch "
+                      f"{int(batch)}) against the measured float32 GEMM peak of "
+                      f"{peak:.0f} GFLOP/s (benchmarks/flops.py says what is counted):",
+                      "", _md(gf), ""]
+    return lines
+
+
+def fastest_by_framework(df) -> pd.DataFrame:
+    """Per framework and op: the fastest matched backend variant against the fastest peer."""
+    med = _ok(df, "time", "median")
+    if med.empty:
+        return pd.DataFrame()
+    med = med.assign(framework=med["backend"].map(framework),
+                     side=np.where(med["backend"].isin(list(adapters.MATCHED)), "matched",
+                                   "peer"))
+    rows = []
+    for (fw, arch, op, dim, batch), g in med.groupby(["framework", "arch", "op", "dim",
+                                                      "batch"]):
+        best = {s: g[g.side == s].nsmallest(1, "value") for s in ("matched", "peer")}
+        if any(b.empty for b in best.values()):
+            continue
+        m, p = best["matched"].iloc[0], best["peer"].iloc[0]
+        rows.append({"framework": fw, "arch": arch, "op": op, "dim": int(dim),
+                     "batch": int(batch), "matched": m["column"],
+                     "matched ms": m["value"] * 1e3, "peer": p["column"],
+                     "peer ms": p["value"] * 1e3, "matched / peer": m["value"] / p["value"]})
+    return pd.DataFrame(rows)
+
+
+def problems_section(df) -> list[str]:
+    st = df[(df["metric"] == "status") & (df["status"] != "ok")]
+    if st.empty:
+        return []
+    t = st[["matrix", "backend", "variant", "arch", "dim", "dataset", "op", "status",
+            "error"]].astype(object).fillna("")
+    t = t.assign(error=t["error"].astype(str).str.slice(0, 160))
+    return ["## Cells and ops that did not run", "",
+            t.drop_duplicates().to_markdown(index=False), ""]
+
+
+def build(results_dir="results", out: str | None = None) -> Path:
+    results_dir = Path(results_dir)
+    out_path = Path(out) if out else results_dir / "REPORT.md"
+    df = load_results(results_dir)
+    lines = ["# flowbench report", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from "
+             f"{', '.join(sorted(df['source'].unique())) if len(df) else 'no results'} in "
+             f"`{results_dir}` by `flowbench report`. Times are medians over repeats, each "
+             "call blocked until done, first call (trace + compile) apart; inputs on the "
+             "device before timing.", ""]
+    if df.empty:
+        write_atomic(out_path, "\n".join(lines + ["No results yet: run `flowbench run "
+                                                  "quick` first.", ""]))
+        return out_path
+    lines += environment_section(df)
+    peak = _ok(df, "gemm_peak")["value"].max() if len(_ok(df, "gemm_peak")) else None
+    lines += quality_section(df)
+    timing = df[df["kind"].isin(["time", "train"])]
+    for name, g in timing.groupby("matrix", sort=False):
+        lines += [f"## Matrix `{name}`", "",
+                  f"Reproduce: `flowbench run {name}` then `flowbench report`.", ""]
+        dims, batches = g["dim"].nunique(), g["batch"].nunique()
+        if dims > 2 or batches > 2:
+            lines += scaling_section(g, out_path.parent, name)
+        else:
+            lines += timing_section(g, name, peak)
+        fast = fastest_by_framework(g)
+        if len(fast):
+            lines += ["### Fastest matched variant against the fastest peer, per framework",
+                      "", fast.to_markdown(index=False, floatfmt=".3g"), ""]
+        pt = passes_table(g)
+        if len(pt):
+            lines += ["### Conditioner passes per layer (`log_prob / sample`), measured", "",
+                      pt.to_markdown(), ""]
+        mem = _ok(g, "peak_host_mem").pivot_table(index="arch", columns="column",
+                                                  values="value", aggfunc="max")
+        if len(mem):
+            lines += ["### Peak host memory of the cell's process (MB, frameworks included)",
+                      "", (mem / 2 ** 20).to_markdown(floatfmt=".0f"), ""]
+    conv = results_dir / "conventions.md"
+    if conv.exists():
+        text = re.sub(r"^(#+) ", r"#\1 ", conv.read_text(), flags=re.M)  # one level down
+        lines += [text, ""]
+    lines += problems_section(df)
+    write_atomic(out_path, "\n".join(lines))
+    return out_path

@@ -1,0 +1,88 @@
+"""Results files: tidy rows in CSV, written atomically, read back to resume and merged.
+
+One row is one measurement (see ``COLUMNS`` for the fields every row carries). A cell is
+done once its ``status`` row is in the file; a run killed midway lost at most the cell it
+was running, and a rerun picks up from there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
+           "backend_version", "variant", "kind", "arch", "transform", "conditioner",
+           "direction", "dim", "layers", "hidden", "bins", "dataset", "batch", "op", "metric",
+           "value", "unit", "statistic", "repeats", "passes", "threads", "seed", "status",
+           "error", "cell"]
+# one measurement: a later row with the same key replaces an earlier one (--force, merge)
+ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch"]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers (and a run killed
+    mid-write) see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path, low_memory=False)
+
+
+def ordered(df: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in COLUMNS if c in df] + sorted(c for c in df if c not in COLUMNS)
+    return df[cols]
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """The latest row of each measurement (by file order, then time stamp)."""
+    if df.empty:
+        return df
+    key = [c for c in ROW_KEY if c in df]
+    filled = df[key].astype(str)
+    return df[~filled.duplicated(keep="last")].reset_index(drop=True)
+
+
+def append(path, rows: list[dict], replace_cells=()) -> pd.DataFrame:
+    """Add rows to the results file, replacing earlier rows of the same measurement and
+    every earlier row of ``replace_cells`` (a cell measured again from scratch)."""
+    old = read(path)
+    if len(replace_cells) and not old.empty:
+        old = old[~old["cell"].astype(str).isin(set(replace_cells))]
+    new = pd.DataFrame(rows)
+    both = new if old.empty else pd.concat([old, new], ignore_index=True)
+    both = ordered(dedupe(both))
+    write_atomic(Path(path), both.to_csv(index=False))
+    return both
+
+
+def done_cells(df: pd.DataFrame) -> set[str]:
+    if df.empty or "metric" not in df:
+        return set()
+    return set(df.loc[df["metric"] == "status", "cell"].astype(str))
+
+
+def merge(paths, out) -> pd.DataFrame:
+    """One results file from several (shards of one matrix, or runs on several machines);
+    later files win where they measured the same thing."""
+    frames = [read(p) for p in paths]
+    frames = [f for f in frames if not f.empty]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    df = ordered(dedupe(df))
+    write_atomic(Path(out), df.to_csv(index=False))
+    return df

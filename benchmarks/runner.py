@@ -1,0 +1,182 @@
+"""Runs a matrix: every cell in a fresh subprocess with a timeout, rows appended to the
+results file after each cell, cells already there skipped (resume), a progress bar with
+the current cell and an ETA.
+
+A cell that fails, crashes or times out becomes rows with its status and reason (and
+whatever it measured before), and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import matrix as M
+from . import results
+from .environment import describe as environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    path: Path
+    cells: int = 0
+    ran: int = 0
+    resumed: int = 0
+    statuses: dict = field(default_factory=dict)
+    described: dict = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def child_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "FLOWBENCH_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _spawn(args: list[str], threads: int, timeout: float) -> tuple[int | None, str]:
+    """(exit code or None on timeout, stderr tail) of a worker subprocess; on timeout the
+    whole process group is killed, threads and children included."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", *args],
+                            env=child_env(threads), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, (err or "")[-2000:]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, (err or "")[-2000:]
+
+
+def describe_backends(threads: int, names=(), timeout: float = 900) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "describe.json"
+        rc, err = _spawn(["describe", str(out), str(threads), *names], threads, timeout)
+        if rc != 0 or not out.exists():
+            raise RuntimeError(f"describing the backends failed (exit {rc}): {err}")
+        return json.loads(out.read_text())
+
+
+def run_cell(cell: dict, timeout: float) -> list[dict]:
+    """The cell's rows; a timeout or crash adds a status row saying so."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cell_file, rows_file = Path(tmp) / "cell.json", Path(tmp) / "rows.jsonl"
+        cell_file.write_text(json.dumps(cell))
+        t0 = time.perf_counter()
+        rc, err = _spawn(["cell", str(cell_file), str(rows_file)], cell["threads"], timeout)
+        wall = time.perf_counter() - t0
+        rows = [json.loads(line) for line in rows_file.read_text().splitlines()
+                if line.strip()] if rows_file.exists() else []
+    if any(r["metric"] == "status" and not r["op"] for r in rows):
+        return rows
+    base = rows[0] if rows else _cell_fields(cell)
+    base = {k: v for k, v in base.items() if k not in ("op", "metric", "value", "unit",
+                                                        "statistic", "error", "status")}
+    if rc is None:
+        status, error = "timeout", f"timed out after {timeout:g} s"
+    else:
+        status, error = "failed", f"worker exited with code {rc}" + (
+            f" (signal {-rc})" if rc < 0 else "") + f": {err.strip()[-600:]}"
+    rows.append({**base, "op": "", "metric": "status", "value": float("nan"), "unit": "",
+                 "statistic": "value", "status": status, "error": error, "wall_s": wall})
+    return rows
+
+
+def _cell_fields(cell: dict) -> dict:
+    keep = ("backend", "variant", "arch", "device", "seed", "threads", "layers", "bins",
+            "tail_bound", "dim", "dataset", "kind")
+    return {**{k: cell.get(k) for k in keep}, "hidden": "x".join(map(str, cell["hidden"])),
+            "cell": cell["key"], **environment()}
+
+
+def skipped_rows(cell: dict) -> list[dict]:
+    return [{**_cell_fields(cell), "op": "", "metric": "status", "value": float("nan"),
+             "unit": "", "statistic": "value", "status": "skipped", "error": cell["skip"]}]
+
+
+def calibration_rows(described: dict, run_id: str) -> list[dict]:
+    cal = described["calibration"]
+    base = {**environment(), "cell": f"calibration-{run_id}", "kind": "calibration",
+            "threads": cal["threads"], "status": "ok", "error": "", "op": "",
+            "statistic": "value"}
+    rows = [{**base, "metric": "timer_overhead", "value": cal["timer_overhead_s"],
+             "unit": "s", "statistic": "median"},
+            {**base, "metric": "gemm_peak", "value": cal["gemm_peak_gflops"],
+             "unit": "GFLOP/s", "statistic": "max"}]
+    for name, b in described["backends"].items():
+        rows.append({**base, "metric": "backend", "backend": name, "value": float("nan"),
+                     "unit": "", "backend_version": b["version"],
+                     "status": "ok" if b["reason"] is None else "unavailable",
+                     "error": b["reason"] or "", "variant": ",".join(b["variants"])})
+    return rows
+
+
+def cell_name(cell: dict) -> str:
+    where = cell.get("dataset") or f"dim {cell.get('dim')}"
+    return f"{cell['backend']}/{cell['variant']} {cell['arch']} {where} {cell['device']}"
+
+
+def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool = False,
+               console=None, progress: bool = True) -> RunSummary:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    threads = m.fields["threads"]
+    run_id = new_run_id()
+    summary = RunSummary(run_id=run_id, path=Path(out))
+    stamp = {"run_id": run_id, "matrix": m.name}
+
+    def stamped(rows):
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return [{**r, **stamp, "timestamp": now} for r in rows]
+
+    if console is not None:
+        console.print(f"[bold]{m.name}[/bold]: describing backends and calibrating "
+                      f"({threads} threads) ...")
+    wanted = sorted({b for f in m.sweep_fields() for b in M.backend_names(f["backends"])})
+    described = describe_backends(threads, wanted)
+    summary.described = described
+    results.append(out, stamped(calibration_rows(described, run_id)))
+    cells = M.shard(M.expand(m, described["backends"]), shard)
+    summary.cells = len(cells)
+    done = set() if force else results.done_cells(results.read(out))
+    todo = [c for c in cells if c["key"] not in done]
+    summary.resumed = len(cells) - len(todo)
+    if console is not None and summary.resumed:
+        console.print(f"resuming: {summary.resumed} of {len(cells)} cells are already in "
+                      f"{out} (--force measures them again)")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True,
+                  disable=not progress or console is None) as bar:
+        task = bar.add_task("cells", total=len(todo))
+        for cell in todo:
+            bar.update(task, description=f"cell {cell_name(cell)}")
+            rows = skipped_rows(cell) if "skip" in cell else run_cell(cell, m.fields["timeout"])
+            results.append(out, stamped(rows), replace_cells=[cell["key"]] if force else ())
+            status = next(r["status"] for r in rows if r["metric"] == "status" and not r["op"])
+            summary.statuses[status] = summary.statuses.get(status, 0) + 1
+            summary.ran += 1
+            if console is not None and status in ("failed", "timeout"):
+                err = next(r["error"] for r in rows if r["metric"] == "status" and not r["op"])
+                console.print(f"[red]{cell_name(cell)} {status}[/red]: {err[:300]}")
+            bar.advance(task)
+    return summary

@@ -1,0 +1,253 @@
+"""One cell in a fresh process: ``python -m benchmarks.worker cell CELL.json ROWS.jsonl``.
+
+The runner starts this with the thread settings already in the environment, so every
+framework starts with them. Each row is appended to ROWS.jsonl and flushed as soon as it
+is measured: when the cell times out or crashes, what it measured is kept.
+
+``python -m benchmarks.worker describe OUT.json THREADS [BACKEND ...]`` loads the backends
+(default: every registered one) once and
+writes what the runner needs to expand a matrix (versions, execution variants, the arch
+presets a peer lacks and why), the conventions table, plus the run's calibration: the
+timing loop's own overhead per call and the machine's float32 GEMM peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from . import environment
+from .timing import measure, op_calls
+
+SKIP_ERRORS = ("BackendUnavailable", "UnsupportedSpec", "DeviceError", "UnsupportedOp")
+
+
+class Rows:
+    """Appends tidy rows to a JSON-lines file, flushed one by one."""
+
+    def __init__(self, path: str, base: dict):
+        self.f = open(path, "a")
+        self.base = base
+
+    def add(self, metric: str, value, unit: str, op: str = "", statistic: str = "value",
+            **more):
+        row = {**self.base, "op": op, "metric": metric, "value": _num(value), "unit": unit,
+               "statistic": statistic, "status": "ok", "error": "", **more}
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+
+    def status(self, status: str, error: str, op: str = "", **more):
+        row = {**self.base, "op": op, "metric": "status", "value": float("nan"), "unit": "",
+               "statistic": "value", "status": status, "error": error, **more}
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+
+
+def _num(v):
+    return float(v) if v is not None else float("nan")
+
+
+def _status_of(exc: BaseException) -> str:
+    return "skipped" if type(exc).__name__ in SKIP_ERRORS else "failed"
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def spec_of(cell: dict, dim: int):
+    import adapters
+    return adapters.FlowSpec(arch=cell["arch"], dim=dim, layers=cell["layers"],
+                             hidden=tuple(cell["hidden"]), bins=cell["bins"],
+                             tail_bound=cell["tail_bound"])
+
+
+def time_ops(flow, backend, rows: Rows, cell: dict, data=None) -> None:
+    """Every op of the cell at every batch size; a failing op is a row, the rest go on."""
+    from .flops import op_flops
+
+    rng = np.random.default_rng(cell["seed"])
+    for batch in cell["batches"]:
+        if data is None:
+            x = rng.standard_normal((batch, flow.spec.dim)).astype(np.float32)
+        else:
+            x = data[rng.integers(0, len(data), batch)]
+        calls = op_calls(flow, backend.to_native(x, flow.device), seed=cell["seed"] + 1)
+        for op in cell["ops"]:
+            more = {"batch": batch}
+            try:
+                t = measure(calls[op], backend.block, min_repeats=cell["min_repeats"],
+                            min_time=cell["min_time"], max_time=cell["max_time"])
+            except Exception as exc:  # one op failing (or not offered) is a row
+                rows.status(_status_of(exc), _error(exc), op=op, **more)
+                continue
+            more.update(repeats=t["repeats"], passes=flow.passes)
+            rows.add("time", t["median"], "s", op, "median", **more)
+            rows.add("time", t["iqr"], "s", op, "iqr", **more)
+            rows.add("time", t["min"], "s", op, "min", **more)
+            rows.add("first_call", t["first"], "s", op, "value", **more)
+            rows.add("compile", max(t["first"] - t["median"], 0.0), "s", op, "value", **more)
+            rows.add("passes", flow.passes, "count", op, "value", **more)
+            rows.add("throughput", batch / t["median"], "samples/s", op, "median", **more)
+            rows.add("gflops", op_flops(flow.spec, op, flow.passes, batch) / t["median"] / 1e9,
+                     "GFLOP/s", op, "median", **more)
+
+
+def train(flow, backend, rows: Rows, cell: dict):
+    """Adam on the cell's dataset (batches drawn in numpy from the seed), then test NLL in
+    the data's units; returns the standardised test split for timing."""
+    import datasets
+
+    from .training import Standardizer
+
+    ds = datasets.load(cell["dataset"], n_train=cell["n_train"], n_val=0,
+                       n_test=cell["n_test"], seed=cell["seed"])
+    std = Standardizer(ds.train)
+    data = std(ds.train)
+    rng = np.random.default_rng(cell["seed"])
+    t0 = time.perf_counter()
+    loss = float("nan")
+    for step in range(cell["steps"]):
+        loss = flow.train_step(data[rng.integers(0, len(data), cell["train_batch"])])
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"training diverged at step {step}: loss {loss}")
+    rows.add("train_time", time.perf_counter() - t0, "s")
+    rows.add("final_train_loss", loss + std.log_jac, "nats")
+    lp = backend.to_numpy(flow.log_prob(std(ds.test))) - std.log_jac
+    rows.add("test_nll", -lp.mean(), "nats", statistic="mean",
+             stderr=float(lp.std(ddof=1) / np.sqrt(len(lp))))
+    entropy = ds.entropy()
+    if entropy is not None:
+        rows.add("target_entropy", entropy[0], "nats", statistic="mean",
+                 stderr=float(entropy[1]))
+    return std(ds.test)
+
+
+def peak_device_memory(backend, device: str):
+    """The framework's own peak of device memory, bytes; None on CPU."""
+    if not device.startswith(("cuda", "gpu")):
+        return None
+    fw = backend.framework
+    if fw == "torch":
+        import torch
+        return torch.cuda.max_memory_allocated()
+    if fw == "jax":
+        import jax
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+    if fw == "tensorflow":
+        import tensorflow as tf
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+    return None
+
+
+def run_cell(cell: dict, out: str) -> int:
+    import adapters
+
+    base = {k: cell[k] for k in ("backend", "variant", "arch", "device", "seed", "threads",
+                                 "layers", "bins", "tail_bound")}
+    base.update(cell=cell["key"], kind=cell["kind"], hidden="x".join(map(str, cell["hidden"])),
+                dim=cell.get("dim"), dataset=cell.get("dataset", ""), **environment.describe())
+    rows = Rows(out, base)
+    t0 = time.perf_counter()
+    try:
+        backend = adapters.load(cell["backend"])
+        rows.base.update(backend_version=backend.version())
+        dim = cell.get("dim")
+        if cell["kind"] == "train":
+            import datasets
+            dim = datasets.density(cell["dataset"]).dim
+            rows.base["dim"] = dim
+        spec = spec_of(cell, dim)
+        rows.base.update(transform=spec.transform, conditioner=spec.conditioner,
+                         direction=spec.direction)
+        variant = None if cell["variant"] == "default" else cell["variant"]
+        device = "cuda" if cell["device"] == "gpu" else cell["device"]
+        flow = backend.build(spec, seed=cell["seed"], device=device, variant=variant,
+                             train=adapters.TrainConfig(lr=cell.get("lr", 1e-3)))
+        rows.base["variant"] = flow.variant
+        rows.add("num_params", flow.num_params(), "count")
+        data = train(flow, backend, rows, cell) if cell["kind"] == "train" else None
+        time_ops(flow, backend, rows, cell, data)
+        rows.add("peak_host_mem", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                 "bytes", statistic="max")
+        peak = peak_device_memory(backend, device)
+        if peak is not None:
+            rows.add("peak_device_mem", peak, "bytes", statistic="max")
+    except Exception as exc:  # the cell's status row says what went wrong; rows so far stay
+        rows.status(_status_of(exc), _error(exc), traceback=traceback.format_exc(limit=4),
+                    wall_s=time.perf_counter() - t0)
+        return 0
+    rows.status("ok", "", wall_s=time.perf_counter() - t0)
+    return 0
+
+
+def describe(out: str, threads: int, names=None) -> int:
+    import adapters
+
+    from .flops import gemm_peak
+    from .timing import timer_overhead
+
+    info = {"backends": {}, "calibration": {
+        "timer_overhead_s": timer_overhead(), "gemm_peak_gflops": gemm_peak(),
+        "threads": threads}}
+    for name, why in adapters.available().items():
+        if names and name not in names:
+            continue
+        entry = {"variants": [], "reason": why, "missing": {}, "version": "",
+                 "kind": "matched" if name in adapters.MATCHED else "peer"}
+        if why is None:
+            try:
+                b = adapters.load(name)
+                default = b._variant(None)  # listed first: "default" in a matrix means it
+                entry.update(variants=[default] + [v for v in b.variants if v != default],
+                             version=b.version())
+                if hasattr(b, "capabilities"):
+                    entry["missing"] = {a: r for a, r in b.capabilities().items() if r}
+            except Exception as exc:  # a backend that fails to load is unavailable, with why
+                entry["reason"] = _error(exc)
+        info["backends"][name] = entry
+    from .conventions import conventions_markdown
+    info["conventions"] = conventions_markdown(
+        [n for n, e in info["backends"].items() if e["reason"] is None])
+    with open(out, "w") as f:
+        json.dump(info, f)
+    return 0
+
+
+def pin_threads(n: int) -> None:
+    """The same CPU thread count for every framework: environment variables (read at
+    import by OpenMP, MKL, OpenBLAS, XLA and the tfp backend), torch's setter, and the
+    process affinity, which is what bounds XLA's CPU thread pool."""
+    environment.set_threads(n)
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if n < len(cpus):
+            os.sched_setaffinity(0, cpus[:n])
+    except (AttributeError, OSError):  # not Linux: the variables still apply
+        pass
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["describe"] and len(argv) >= 3:
+        pin_threads(int(argv[2]))
+        return describe(argv[1], int(argv[2]), argv[3:])
+    if argv[:1] == ["cell"] and len(argv) == 3:
+        with open(argv[1]) as f:
+            cell = json.load(f)
+        pin_threads(cell["threads"])
+        return run_cell(cell, argv[2])
+    print("usage: python -m benchmarks.worker cell CELL.json ROWS.jsonl | "
+          "describe OUT.json THREADS [BACKEND ...]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

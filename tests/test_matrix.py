@@ -1,0 +1,211 @@
+"""The matrix runner: expansion, sharding, results files, resume after a kill, timeouts,
+the report. Cells that run use tiny torch flows; the rest needs no framework."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import flops, matrix, report, results, runner
+from benchmarks.timing import measure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DESCRIBED = {
+    "torch": {"variants": ["eager", "compile"], "reason": None, "missing": {}},
+    "tfp": {"variants": ["function", "eager", "xla"], "reason": None, "missing": {}},
+    "nflows": {"variants": ["eager"], "reason": None, "missing": {"naf": "no NAF here"}},
+    "jax": {"variants": [], "reason": "jax is not installed: pip install ...", "missing": {}},
+}
+
+
+def write_matrix(tmp_path, text: str) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_preset_loads_and_expands():
+    for name in matrix.presets():
+        m = matrix.load(name)
+        cells = matrix.expand(m, DESCRIBED)
+        assert cells and len({c["key"] for c in cells}) == len(cells)
+
+
+def test_sweeps_union_batches_and_skips_carry_reasons():
+    m = matrix.load("scaling", {"backends": ["torch", "nflows", "jax", "nosuch"]})
+    cells = matrix.expand(m, DESCRIBED)
+    torch_maf = {c["dim"]: c["batches"] for c in cells
+                 if c["backend"] == "torch" and c["arch"] == "maf"}
+    assert sorted(torch_maf) == [2, 4, 8, 16, 32, 64]
+    assert torch_maf[8] == [1, 16, 256, 4096, 16384] and torch_maf[2] == [256]
+    skip = {(c["backend"], c["arch"]): c.get("skip") for c in cells}
+    assert skip[("nflows", "naf")] == "nflows does not offer 'naf': no NAF here"
+    assert skip[("nflows", "maf")] is None
+    assert "not installed" in skip[("jax", "maf")]
+    assert "unknown backend 'nosuch'" in skip[("nosuch", "maf")]
+
+
+def test_variants_default_is_the_backends_default_and_all_is_every_one():
+    default = matrix.expand(matrix.load("maf-cpu", {"backends": ["tfp"],
+                                                    "variants": "default"}), DESCRIBED)
+    assert [c["variant"] for c in default] == ["function"]
+    every = matrix.expand(matrix.load("maf-cpu", {"backends": ["tfp", "torch"]}), DESCRIBED)
+    assert sorted(c["variant"] for c in every) == ["compile", "eager", "eager",
+                                                    "function", "xla"]
+    named = matrix.expand(matrix.load("maf-cpu", {"backends": ["torch"],
+                                                  "variants": ["nosuch"]}), DESCRIBED)
+    assert "no execution variant 'nosuch'" in named[0]["skip"]
+
+
+def test_bad_matrices_are_clear_errors(tmp_path):
+    with pytest.raises(matrix.MatrixError, match="unknown matrix preset 'nope'"):
+        matrix.load("nope")
+    with pytest.raises(matrix.MatrixError, match="unknown matrix field"):
+        matrix.load(str(write_matrix(tmp_path, 'archs = ["maf"]\nlayer = 3\n')))
+    with pytest.raises(matrix.MatrixError, match="unknown op"):
+        matrix.load(str(write_matrix(tmp_path, 'ops = ["log_prob", "fly"]\n')))
+    with pytest.raises(matrix.MatrixError, match="dims must be"):
+        matrix.load(str(write_matrix(tmp_path, "dims = [0]\n")))
+    with pytest.raises(matrix.MatrixError, match="not valid TOML"):
+        matrix.load(str(write_matrix(tmp_path, "dims = [\n")))
+    with pytest.raises(matrix.MatrixError, match="TOML"):
+        matrix.load(str(tmp_path / "m.yaml"))
+    import adapters
+    with pytest.raises(adapters.UnknownArch):
+        matrix.load("quick", {"archs": ["planar"]})
+
+
+def test_shards_are_disjoint_and_cover_the_matrix():
+    cells = matrix.expand(matrix.load("standard"), DESCRIBED)
+    parts = [matrix.shard(cells, f"{i}/3") for i in (1, 2, 3)]
+    keys = [c["key"] for p in parts for c in p]
+    assert sorted(keys) == sorted(c["key"] for c in cells) and len(set(keys)) == len(keys)
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        with pytest.raises(matrix.MatrixError, match="shard"):
+            matrix.shard(cells, bad)
+
+
+def test_results_append_dedupe_replace_and_merge(tmp_path):
+    row = dict(cell="a", backend="torch", op="log_prob", metric="time", statistic="median",
+               batch=16, value=1.0, status="ok")
+    path = tmp_path / "r.csv"
+    results.append(path, [row, {**row, "metric": "status", "op": ""}])
+    results.append(path, [{**row, "value": 2.0}])
+    df = results.read(path)
+    assert len(df) == 2 and df[df.metric == "time"].value.tolist() == [2.0]
+    assert results.done_cells(df) == {"a"}
+    results.append(path, [{**row, "cell": "b"}], replace_cells=["a"])
+    assert set(results.read(path).cell) == {"b"}
+    other = tmp_path / "s.csv"
+    results.append(other, [{**row, "cell": "c"}, {**row, "cell": "b", "value": 5.0}])
+    merged = results.merge([path, other], tmp_path / "m.csv")
+    assert sorted(merged.cell) == ["b", "c"] and merged.set_index("cell").value["b"] == 5.0
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_flops_of_a_known_network():
+    import adapters
+    spec = adapters.FlowSpec(arch="maf", dim=2, layers=3, hidden=(16, 16))
+    assert flops.flops_per_pass(spec) == 2 * (2 * 16 + 16 * 16 + 16 * 4)
+    assert flops.op_flops(spec, "train_step", 3, 10) == 3 * 3 * 10 * flops.flops_per_pass(spec)
+
+
+def test_measure_stops_slow_ops_at_max_time():
+    t = measure(lambda: time.sleep(0.02), lambda _: None, min_repeats=50, min_time=0.0,
+                max_time=0.05)
+    assert t["repeats"] == 3
+
+
+TINY = """
+kind = "time"
+backends = ["torch"]
+archs = ["maf", "realnvp", "nice"]
+layers = 2
+hidden = [8, 8]
+ops = ["log_prob", "sample"]
+dims = [2]
+batches = [32]
+min_time = 0.01
+min_repeats = 3
+timeout = 120
+"""
+
+
+def test_killed_run_resumes_without_losing_rows(tmp_path):
+    """Kill the runner after its first cell lands, rerun: the first cell's rows are kept
+    as they were (same run id), the rest are measured, and a third run measures nothing."""
+    path = write_matrix(tmp_path, TINY)
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "benchmarks.cli", "run", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    csv = out / "tiny.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(results.done_cells(results.read(csv))) >= 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = results.read(csv)
+    done = results.done_cells(first)
+    assert 1 <= len(done) < 3
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    second = results.read(csv)
+    assert len(results.done_cells(second)) == 3
+    kept = second[second.cell.isin(done)]
+    assert set(kept.run_id) == set(first[first.cell.isin(done)].run_id)
+    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert "3 already done" in third.stdout.replace("\n", " ")
+    rpt = (out / "REPORT.md").read_text()
+    assert "`log_prob`, dim 2, batch 32" in rpt and "passes per layer" in rpt
+
+
+def test_a_timed_out_cell_is_a_row_and_the_run_goes_on(tmp_path):
+    m = matrix.load(str(write_matrix(tmp_path, TINY.replace("timeout = 120",
+                                                            "timeout = 0.5"))))
+    summary = runner.run_matrix(m, tmp_path / "t.csv", progress=False)
+    df = results.read(tmp_path / "t.csv")
+    st = df[(df.metric == "status") & (df.kind != "calibration")]
+    assert summary.statuses == {"timeout": 3} and set(st.status) == {"timeout"}
+    assert st.error.str.contains("timed out after 0.5 s").all()
+
+
+def _scaling_rows():
+    rows = []
+    for backend in ("torch", "jax"):
+        for dim in (2, 8, 32, 64):
+            for op, passes in (("log_prob", 5), ("sample", 5 * dim)):
+                base = dict(cell=f"{backend}{dim}", backend=backend, variant="eager",
+                            kind="time", arch="maf", dim=dim, batch=256, layers=5, op=op,
+                            status="ok", statistic="median", passes=passes, run_id="r")
+                rows += [{**base, "metric": "time", "value": 1e-4 * passes},
+                         {**base, "metric": "passes", "value": passes,
+                          "statistic": "value"},
+                         {**base, "metric": "throughput", "value": 256 / (1e-4 * passes)}]
+            rows.append(dict(cell=f"{backend}{dim}", backend=backend, kind="time",
+                             arch="maf", dim=dim, metric="status", status="ok", op="",
+                             run_id="r"))
+    return rows
+
+
+def test_report_scaling_table_and_figure(tmp_path):
+    results.append(tmp_path / "scaling.csv", _scaling_rows())
+    path = report.build(tmp_path)
+    text = path.read_text()
+    assert "### Against dim (batch 256)" in text and "![time against dim]" in text
+    assert (tmp_path / "scaling_dim.png").stat().st_size > 10_000
+    assert "32 (320)" in text and "0.5 (5)" in text  # ms (passes): MAF sample at dim 64
+    growth = text[text.index("Growth"):]
+    assert "32" in growth  # sample grows 64/2 = 32x, log_prob stays at 1
+
+
+def test_report_without_results_says_what_to_run(tmp_path):
+    assert "flowbench run quick" in report.build(tmp_path).read_text()
