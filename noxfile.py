@@ -1,12 +1,14 @@
 """nox sessions. All of them share ONE environment (.nox/flowbench, flowbench[all]):
 the frameworks weigh about 4 GB and installing them once per session would be waste.
-The environment is rebuilt only when pyproject.toml changes."""
+The environment is rebuilt only when the dependencies in pyproject.toml change."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 import nox
@@ -18,10 +20,20 @@ ROOT = Path(__file__).resolve().parent
 ENV = ROOT / ".nox" / "flowbench"
 
 
+def install_fingerprint() -> str:
+    """A hash of what decides the installed packages (dependencies, extras, scripts,
+    build system): tool settings (ruff, pytest) change without a 4 GB reinstall."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    keys = {"build": project.get("build-system"),
+            **{k: project["project"].get(k) for k in ("dependencies",
+                                                     "optional-dependencies", "scripts")}}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
 def shared_env(session: nox.Session) -> Path:
     """The shared environment's bin/ folder, created or refreshed when needed."""
     stamp = ENV / ".flowbench-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = install_fingerprint()
     if not (stamp.exists() and stamp.read_text() == want):
         session.log(f"building the shared environment in {ENV} (once; ~4 GB)")
         session.run(sys.executable, "-m", "venv", "--clear", str(ENV), external=True)
@@ -54,8 +66,41 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def quick(session: nox.Session) -> None:
-    """The main job: every available backend x arch preset, briefly trained on Eq. 39."""
-    run(session, "flowbench", "run", "--preset", "quick", *session.posargs)
+    """The main job: every available backend x arch preset, briefly trained on Eq. 39;
+    results/quick.csv and results/REPORT.md."""
+    run(session, "flowbench", "run", "quick", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """A named matrix (or a .toml file): nox -s bench -- scaling [--shard 1/4] [--force]."""
+    args = session.posargs or ["standard"]
+    run(session, "flowbench", "run", *args)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """results/*.csv -> results/REPORT.md and its figures."""
+    run(session, "flowbench", "report", *session.posargs)
+
+
+@nox.session
+def asv(session: nox.Session) -> None:
+    """The asv suite in the shared environment: nox -s asv -- run --quick --python=same;
+    nox -s asv -- publish. Default: a quick run of the suite, then publish."""
+    if session.posargs:
+        run(session, "python", "-m", "asv", *session.posargs)
+        return
+    run(session, "python", "-m", "asv", "machine", "--yes")
+    run(session, "python", "-m", "asv", "run", "--quick", "--python=same", "--show-stderr")
+    run(session, "python", "-m", "asv", "publish")
+
+
+@nox.session(venv_backend="venv")
+def lint(session: nox.Session) -> None:
+    """ruff, in a small environment of its own (it needs none of the frameworks)."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", "adapters", "datasets", "benchmarks", "tests", "noxfile.py")
 
 
 @nox.session(name="list")

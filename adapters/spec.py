@@ -51,7 +51,8 @@ PRESET_DOCS = {
     "naf": "MADE + deep sigmoidal flow transformer; inverse by bisection (Huang et al. 2018)",
     "nsf": "coupling rational-quadratic spline, identity tails (Durkan et al. 2019)",
     "nsf-ar": "autoregressive rational-quadratic spline (Durkan et al. 2019)",
-    "glow": "ActNorm + LU 1x1 linear map + affine coupling with sigmoid scale (Kingma & Dhariwal 2018)",
+    "glow": ("ActNorm + LU 1x1 linear map + affine coupling with sigmoid scale "
+             "(Kingma & Dhariwal 2018)"),
 }
 ARCHS = tuple(PRESETS) + ("custom",)
 
@@ -90,7 +91,8 @@ class FlowSpec:
         try:
             hidden = tuple(int(h) for h in self.hidden)
         except TypeError:
-            raise SpecError(f"hidden must be a sequence of layer widths, got {self.hidden!r}")
+            raise SpecError(f"hidden must be a sequence of layer widths, "
+                            f"got {self.hidden!r}") from None
         object.__setattr__(self, "hidden", hidden)
         self._validate()
 

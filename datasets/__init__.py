@@ -58,7 +58,8 @@ def density(name: str, **options) -> D.Density:
     try:
         return _FACTORIES[name](**options)
     except TypeError as exc:
-        raise DatasetError(f"dataset {name!r} does not take options {sorted(options)}: {exc}")
+        raise DatasetError(f"dataset {name!r} does not take options {sorted(options)}: "
+                           f"{exc}") from None
 
 
 @dataclass

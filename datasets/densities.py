@@ -66,7 +66,8 @@ class GaussianMixture(Density):
 def mixture1d() -> GaussianMixture:
     return GaussianMixture("mixture1d", [0.6, 0.4], [[2.3], [-0.8]],
                            np.full((2, 1, 1), 0.4 ** 2),
-                           "seed 000: asymmetric 1-D mixture 0.6 N(2.3, 0.4^2) + 0.4 N(-0.8, 0.4^2)")
+                           "seed 000: asymmetric 1-D mixture "
+                           "0.6 N(2.3, 0.4^2) + 0.4 N(-0.8, 0.4^2)")
 
 
 def fourmodes() -> GaussianMixture:

@@ -123,8 +123,9 @@ def test_same_seed_same_function_across_builds(backend, rng):
     x = rng.standard_normal((8, 3)).astype(np.float32)
     np.testing.assert_array_equal(backend.build(spec, seed=5).log_prob(x),
                                   backend.build(spec, seed=5).log_prob(x))
-    np.testing.assert_array_equal(backend.build(spec, seed=5).get_weights()["layers.0.made.net.0.weight"],
-                                  C.init_weights(spec, 5)["layers.0.made.net.0.weight"])
+    np.testing.assert_array_equal(
+        backend.build(spec, seed=5).get_weights()["layers.0.made.net.0.weight"],
+        C.init_weights(spec, 5)["layers.0.made.net.0.weight"])
 
 
 @pytest.mark.parametrize("arch", PRESETS)
