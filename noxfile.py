@@ -92,7 +92,9 @@ def asv(session: nox.Session) -> None:
         run(session, "python", "-m", "asv", *session.posargs)
         return
     run(session, "python", "-m", "asv", "machine", "--yes")
-    run(session, "python", "-m", "asv", "run", "--quick", "--python=same", "--show-stderr")
+    # --python=same saves results only under an explicit commit hash
+    run(session, "python", "-m", "asv", "run", "--quick", "--python=same",
+        "--set-commit-hash", "HEAD", "--show-stderr")
     run(session, "python", "-m", "asv", "publish")
 
 

@@ -1,25 +1,64 @@
-"""Time the density and sampling ops of each arch (torch backend, CPU, dim 2 and 8)."""
+"""Steady-state time of each op (log_prob, inverse, forward, sample, train_step), CPU.
 
-import numpy as np
+One class per op, so that a benchmark's setup compiles only the op it times: setup builds
+the flow, makes x native on the flow's device and runs the op once (trace/compile, first-
+call caches); the timed function is the flow's unchecked native op ended by block (no
+input check, no host transfer). Params: backend x arch x dim (see _common for the grid and
+the environment variables that narrow it).
+"""
 
-import adapters
+from . import _common as C
 
 
-class Ops:
-    params = (list(adapters.PRESETS), [2, 8])
-    param_names = ["arch", "dim"]
-    timeout = 120
+class _Op:
+    params = (C.BACKENDS, C.ARCHS, C.DIMS)
+    param_names = ["backend", "arch", "dim"]
+    op = ""
+    timeout = 120        # seconds for setup (framework import + compile) and the repeats
+    rounds = 1           # one process per combination: setup (compile) dominates its cost
+    repeat = (3, 10, 5.0)
+    warmup_time = 0.1
 
-    def setup(self, arch, dim):
-        self.backend = adapters.load("torch")
-        self.flow = self.backend.build(adapters.FlowSpec(arch=arch, dim=dim, layers=5,
-                                                         hidden=(128, 128)), seed=0)
-        x = np.random.default_rng(0).standard_normal((1024, dim)).astype(np.float32)
-        self.x = self.backend.to_native(x)
-        self.flow._log_prob(self.x)  # first call outside the timed function
+    def setup(self, backend, arch, dim):
+        self.backend = C.load_backend(backend)
+        self.flow = C.build(self.backend, arch, dim)
+        self.call = C.op_call(self.flow, C.native_x(self.backend, self.flow), self.op)
+        C.first_call(self.backend, self.call)  # compile/first call outside the timed function
 
-    def time_log_prob(self, arch, dim):
-        self.backend.block(self.flow._log_prob(self.x))
+    def _run(self):
+        self.backend.block(self.call())
 
-    def time_sample(self, arch, dim):
-        self.backend.block(self.flow._sample(1024, 0))
+
+class LogProb(_Op):
+    op = "log_prob"
+
+    def time_log_prob(self, backend, arch, dim):
+        self._run()
+
+
+class Inverse(_Op):
+    op = "inverse"
+
+    def time_inverse(self, backend, arch, dim):
+        self._run()
+
+
+class Forward(_Op):
+    op = "forward"
+
+    def time_forward(self, backend, arch, dim):
+        self._run()
+
+
+class Sample(_Op):
+    op = "sample"
+
+    def time_sample(self, backend, arch, dim):
+        self._run()
+
+
+class TrainStep(_Op):
+    op = "train_step"
+
+    def time_train_step(self, backend, arch, dim):
+        self._run()
