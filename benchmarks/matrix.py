@@ -16,7 +16,10 @@ whose cells are the union over sweeps)::
     variants    "default" | "all" | a list of execution variant names
     archs       arch presets;  dims, batches, ops, devices ("cpu", "gpu"), seeds
     layers, hidden, bins, tail_bound        the spec
-    datasets, steps, train_batch, lr, n_train, n_test          (kind "train")
+    datasets, steps, train_batch, lr, clip_norm (0: off), n_train, n_val, n_test,
+    eval_every, patience (evaluations without a better validation NLL before stopping;
+    0: off), quality (normality and two-sample metrics), metric_n, null_draws
+                                                                 (kind "train")
     threads, timeout (s per cell), min_time, min_repeats, max_time (timing loop)
 """
 
@@ -39,13 +42,16 @@ DEFAULTS = {
     "kind": "time", "backends": ["all"], "variants": "default", "archs": ["maf"],
     "dims": [2], "batches": [1024], "ops": ["log_prob", "sample"], "devices": ["cpu"],
     "seeds": [0], "layers": 5, "hidden": [128, 128], "bins": 8, "tail_bound": 5.0,
-    "datasets": ["eq39"], "steps": 1000, "train_batch": 256, "lr": 1e-3,
-    "n_train": 20000, "n_test": 5000, "threads": 2, "timeout": 600.0, "min_time": 0.2,
+    "datasets": ["eq39"], "steps": 1000, "train_batch": 256, "lr": 1e-3, "clip_norm": 0.0,
+    "n_train": 20000, "n_val": 2000, "n_test": 5000, "eval_every": 100,
+    "patience": 0,
+    "quality": True, "metric_n": 2000, "null_draws": 20, "threads": 2, "timeout": 600.0, "min_time": 0.2,
     "min_repeats": 5, "max_time": 10.0, "description": "",
 }
 # fields that define a cell (and its key); the rest are run settings
 SPEC_FIELDS = ("layers", "hidden", "bins", "tail_bound")
-TRAIN_FIELDS = ("steps", "train_batch", "lr", "n_train", "n_test")
+TRAIN_FIELDS = ("steps", "train_batch", "lr", "clip_norm", "n_train", "n_val", "n_test",
+                "eval_every", "patience", "quality", "metric_n", "null_draws")
 TIMING_FIELDS = ("min_time", "min_repeats", "max_time")
 
 

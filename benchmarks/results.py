@@ -19,7 +19,7 @@ COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
            "value", "unit", "statistic", "repeats", "passes", "threads", "seed", "status",
            "error", "cell"]
 # one measurement: a later row with the same key replaces an earlier one (--force, merge)
-ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch"]
+ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch", "step"]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -170,6 +170,7 @@ def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool 
         task = bar.add_task("cells", total=len(todo))
         for cell in todo:
             bar.update(task, description=f"cell {cell_name(cell)}")
+            cell = {**cell, "artifacts": str(Path(out).parent / "artifacts")}
             rows = skipped_rows(cell) if "skip" in cell else run_cell(cell, m.fields["timeout"])
             results.append(out, stamped(rows), replace_cells=[cell["key"]] if force else ())
             status = next(r["status"] for r in rows if r["metric"] == "status" and not r["op"])

@@ -1,8 +1,26 @@
-"""What training cells share: the data standardisation that keeps NLLs in data units."""
+"""Matched training and the quality of what it learned, for one train cell.
+
+Every backend, matched or peer, gets the same procedure: the same splits of the dataset
+(drawn from the cell's seed), the same batch order (drawn here in numpy and handed to the
+flow), Adam with the same hyperparameters (``adapters.TrainConfig``), the same number of
+steps, optional global-norm clipping, early stopping on validation NLL. The curve (train
+and validation NLL against step and wall time) becomes rows; a NaN loss ends the cell as
+failed with the step it diverged at, after the curve so far is written.
+
+Early stopping restores the best validation weights where the backend exports canonical
+weights (every matched backend); peers, which do not, keep their last weights, and the
+``restored_best`` row says which happened.
+"""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+
+import adapters
+
+from . import metrics
 
 
 class Standardizer:
@@ -16,3 +34,136 @@ class Standardizer:
 
     def __call__(self, x):
         return ((x - self.mean) / self.std).astype(np.float32)
+
+    def undo(self, x):
+        return np.asarray(x, np.float64) * self.std + self.mean
+
+
+def _log_density(flow, backend, x, std: Standardizer) -> np.ndarray:
+    """Per-row log-density in the data's units."""
+    return backend.to_numpy(flow.log_prob(std(x))).astype(np.float64) - std.log_jac
+
+
+def fit(flow, backend, ds, cell: dict, rows) -> Standardizer:
+    """Adam on the training split with early stopping on the validation split."""
+    std = Standardizer(ds.train)
+    data = std(ds.train)
+    rng = np.random.default_rng(cell["seed"])
+    every, patience = cell["eval_every"], cell["patience"]
+    has_val = len(ds.val) > 0
+    best, best_step, best_weights, stale = np.inf, 0, None, 0
+    can_restore = True
+    running, t0 = [], time.perf_counter()
+    step = 0
+    for step in range(1, cell["steps"] + 1):
+        loss = flow.train_step(data[rng.integers(0, len(data), cell["train_batch"])])
+        if not np.isfinite(loss):
+            rows.add("diverged_step", step, "step")
+            raise FloatingPointError(f"training diverged at step {step}: loss {loss}")
+        running.append(loss)
+        if step % every and step != cell["steps"]:
+            continue
+        wall = time.perf_counter() - t0
+        rows.add("curve_train_nll", np.mean(running) + std.log_jac, "nats", step=step,
+                 wall_s=wall)
+        running = []
+        if not has_val:
+            continue
+        val = -_log_density(flow, backend, ds.val, std).mean()
+        rows.add("curve_val_nll", val, "nats", step=step, wall_s=wall)
+        if val < best:
+            best, best_step, stale = val, step, 0
+            if can_restore:
+                try:
+                    best_weights = flow.get_weights()
+                except adapters.UnsupportedOp:
+                    can_restore = False
+        else:
+            stale += 1
+            if patience and stale >= patience:
+                break
+    rows.add("train_time", time.perf_counter() - t0, "s")
+    rows.add("steps_run", step, "step")
+    if has_val:
+        rows.add("best_val_nll", best, "nats", step=best_step)
+        restored = best_weights is not None and best_step != step
+        if restored:
+            flow.set_weights(best_weights)
+        rows.add("restored_best", float(restored), "bool", step=best_step)
+    return std
+
+
+def evaluate(flow, backend, ds, cell: dict, rows, std: Standardizer) -> None:
+    """Test NLL (and the gap to the target's entropy), normality of the latent against
+    its null at the same n, two-sample distances of flow samples against held-out data
+    with the level two draws of the target reach, and the round-trip error."""
+    lp = _log_density(flow, backend, ds.test, std)
+    res = metrics.nll(lp, ds.dim)
+    rows.add("test_nll", res["nll"], "nats", statistic="mean", stderr=res["stderr"])
+    rows.add("test_nll_per_dim", res["nll_per_dim"], "nats", statistic="mean",
+             stderr=res["stderr_per_dim"])
+    entropy = ds.entropy()
+    if entropy is not None:
+        rows.add("target_entropy", entropy[0], "nats", statistic="mean", stderr=entropy[1])
+        gap = metrics.entropy_gap(res, *entropy)
+        rows.add("entropy_gap", gap["gap"], "nats", statistic="mean", stderr=gap["stderr"])
+    if not cell["quality"]:
+        return
+    seed, max_n = cell["seed"], cell["metric_n"]
+    z, _ = flow.inverse(std(ds.test))
+    z = np.asarray(z, np.float64)
+    if cell.get("artifacts") and ds.dim == 2:
+        save_pictures(flow, backend, ds, std, z, cell)
+    for r in metrics.normality(z, seed=seed, max_n=max_n, null_draws=cell["null_draws"],
+                               hz_null_draws=max(2, cell["null_draws"] // 2)):
+        rows.add(f"normality_{r['metric']}", r["value"], "statistic", statistic="value",
+                 null_mean=r["null_mean"], null_q95=r["null_q95"], null_p=r["null_p"],
+                 n_used=r["n"])
+    back, _ = flow.forward(z.astype(np.float32))
+    err = metrics.invertibility_error(std(ds.test), back)
+    rows.add("invertibility_max_abs", err["max_abs"], "data units (standardised)",
+             statistic="max")
+    n = min(len(ds.test), max_n)
+    samples = std.undo(flow.sample(n, seed=seed + 1))
+    if not np.isfinite(samples).all():
+        raise FloatingPointError("flow samples hold NaN or inf")
+    ref = ds.density.sample(n, np.random.default_rng(seed + 10_007))
+    for r in metrics.two_sample(samples, ds.test[:n], ref, seed=seed, max_n=max_n):
+        rows.add(f"two_sample_{r['metric']}", r["value"], "distance", statistic="value",
+                 reference=r["reference"], detail=r.get("detail", ""))
+
+
+GRID = 96
+
+
+def save_pictures(flow, backend, ds, std: Standardizer, z, cell: dict) -> None:
+    """What the report draws for a 2-D dataset, beside the results: the learned and the
+    true log-density on a grid over the test data's range, and test points mapped to the
+    latent."""
+    from pathlib import Path
+
+    lo, hi = np.percentile(ds.test, [0.5, 99.5], axis=0)
+    pad = 0.1 * (hi - lo)
+    axes = [np.linspace(lo[i] - pad[i], hi[i] + pad[i], GRID) for i in range(2)]
+    xx, yy = np.meshgrid(*axes)
+    pts = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
+    learned = _log_density(flow, backend, pts, std).reshape(GRID, GRID)
+    true = (ds.log_prob(pts).reshape(GRID, GRID) if ds.log_prob is not None
+            else np.full((GRID, GRID), np.nan))
+    path = Path(cell["artifacts"]) / f"{cell['key']}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, x=axes[0], y=axes[1], learned=learned, true=true,
+                        z=z[:1000].astype(np.float32))
+    tmp.replace(path)
+
+
+def train_cell(flow, backend, cell: dict, rows):
+    """Fit and evaluate; returns the standardised test split for the cell's timing."""
+    import datasets
+
+    ds = datasets.load(cell["dataset"], n_train=cell["n_train"], n_val=cell["n_val"],
+                       n_test=cell["n_test"], seed=cell["seed"])
+    std = fit(flow, backend, ds, cell, rows)
+    evaluate(flow, backend, ds, cell, rows, std)
+    return std(ds.test)

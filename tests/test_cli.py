@@ -59,7 +59,8 @@ def test_diverging_training_is_a_failed_row(tmp_path, monkeypatch):
     rows = pd.read_json(tmp_path / "rows.jsonl", lines=True)
     last = rows.iloc[-1]
     assert last.metric == "status" and last.status == "failed"
-    assert "diverged at step 0" in last.error
+    assert "diverged at step 1" in last.error
+    assert rows.set_index("metric").loc["diverged_step", "value"] == 1
 
 
 def test_measure_blocks_every_call_and_counts():
