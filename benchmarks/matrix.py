@@ -44,9 +44,8 @@ DEFAULTS = {
     "seeds": [0], "layers": 5, "hidden": [128, 128], "bins": 8, "tail_bound": 5.0,
     "datasets": ["eq39"], "steps": 1000, "train_batch": 256, "lr": 1e-3, "clip_norm": 0.0,
     "n_train": 20000, "n_val": 2000, "n_test": 5000, "eval_every": 100,
-    "patience": 0,
-    "quality": True, "metric_n": 2000, "null_draws": 20, "threads": 2, "timeout": 600.0, "min_time": 0.2,
-    "min_repeats": 5, "max_time": 10.0, "description": "",
+    "patience": 0, "quality": True, "metric_n": 2000, "null_draws": 20, "threads": 2,
+    "timeout": 600.0, "min_time": 0.2, "min_repeats": 5, "max_time": 10.0, "description": "",
 }
 # fields that define a cell (and its key); the rest are run settings
 SPEC_FIELDS = ("layers", "hidden", "bins", "tail_bound")

@@ -90,20 +90,23 @@ def test_asv_quick_run_tiny_subset(tmp_path):
         pytest.skip("asv run records results against a git commit; not a git checkout")
     conf = _config(tmp_path)
     _asv(tmp_path, "machine", "--yes", "--machine", "flowbench-test", "--config", str(conf))
+    # one benchmark of each kind (time_, track_, peakmem_): every one is its own process
     _asv(tmp_path, "run", "--quick", "--python=same", "--set-commit-hash", head,
-         "--machine", "flowbench-test", "--show-stderr", "--config", str(conf), timeout=300)
+         "--bench", "LogProb|track_test_nll|peakmem", "--machine", "flowbench-test",
+         "--show-stderr", "--config", str(conf), timeout=300)
     files = [p for p in (tmp_path / "results" / "flowbench-test").glob("*.json")
              if p.name != "machine.json"]
     assert len(files) == 1, files
     data = json.loads(files[0].read_text())
     assert data["commit_hash"] == head
-    assert EXPECTED <= set(data["results"])
+    ran = {"bench_ops.LogProb.time_log_prob", "bench_training.Training.track_test_nll",
+           "bench_memory.PeakMem.peakmem_build_log_prob"}
+    assert ran <= set(data["results"])
 
     def first(name):  # the value of the (only) parameter combination
         return dict(zip(data["result_columns"], data["results"][name]))["result"][0]
 
     assert first("bench_ops.LogProb.time_log_prob") > 0
-    assert first("bench_compile.CompileTime.track_compile_time") > 0
     assert first("bench_memory.PeakMem.peakmem_build_log_prob") > 0
     assert 0 < first("bench_training.Training.track_test_nll") < 10
     _asv(tmp_path, "publish", "--config", str(conf))

@@ -21,8 +21,8 @@ def test_list(capsys):
 def test_quick_run_writes_results_and_report(tmp_path, capsys):
     """The main job through the matrix runner: trained cells, a peer's declared skip, an
     unknown backend recorded as skipped, and the report written beside the rows."""
-    rc = cli.main(["run", "quick", "--steps", "30", "--archs", "maf", "naf",
-                   "--backends", "torch", "nflows", "nosuch", "--out", str(tmp_path)])
+    rc = cli.main(["run", "quick", "--steps", "30", "--archs", "maf", "naf", "--batches",
+                   "128", "--backends", "torch", "nflows", "nosuch", "--out", str(tmp_path)])
     assert rc == 0
     df = pd.read_csv(tmp_path / "quick.csv")
     cells = df[(df.metric == "status") & df.op.isna()].set_index(["backend", "arch"])

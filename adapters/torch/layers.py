@@ -1,7 +1,9 @@
 """Blocks of canonical.py as torch modules; parameter names follow the canonical layout.
 
 Every block maps x -> z with ``to_latent`` and z -> x with ``to_data``, each returning
-(output, log|det d output / d input|) per row.
+(output, log|det d output / d input|) per row. Both take ``steps``, the bisection loop
+bodies that an mlp (NAF) transformer's inverse runs (transformers.Bisection); blocks
+without such an inverse ignore it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import canonical as C
-from .transformers import transformer
+from .transformers import EAGER, transformer
 
 
 class Linear(nn.Module):
@@ -49,18 +51,26 @@ class Conditioned(nn.Module):
             self.order = [int(i) for i in torch.argsort(torch.tensor(block.degrees))]
 
     def theta(self, h):
-        self.counter[0] += 1
+        # Counted eagerly only: under torch.compile a Python side effect runs once per
+        # trace, not per call (and dynamo would guard on the count); the torch backend's
+        # compile variant measures passes with one eager run instead.
+        if not torch.compiler.is_compiling():
+            self.counter[0] += 1
         for k, layer in enumerate(self.net):
             h = layer(h)
             if k < len(self.net) - 1:
                 h = self.act(h)
         return h.reshape(h.shape[0], -1, self.P)
 
-    def core(self, u, inverse: bool):
+    def solves(self, inverse: bool) -> bool:
+        """Whether core(., inverse) searches for a root (bisection, a data-dependent loop)."""
+        return inverse and self.spec.transform == "mlp"
+
+    def core(self, u, inverse: bool, steps=EAGER):
         spec = self.spec
         if self.block.kind == "coupling":
             theta = self.theta(u.index_select(1, self.A))
-            vb, ld = transformer(u.index_select(1, self.B), theta, spec, inverse)
+            vb, ld = transformer(u.index_select(1, self.B), theta, spec, inverse, steps)
             return u.index_copy(1, self.B, vb), ld.sum(1)
         if not inverse:
             v, ld = transformer(u, self.theta(u), spec, False)
@@ -69,16 +79,16 @@ class Conditioned(nn.Module):
         total = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
         for i in self.order:
             theta = self.theta(out)[:, i:i + 1]
-            val, ld = transformer(u[:, i:i + 1], theta, spec, True)
+            val, ld = transformer(u[:, i:i + 1], theta, spec, True, steps)
             out = out.index_copy(1, torch.tensor([i], device=u.device), val)
             total = total + ld[:, 0]
         return out, total
 
-    def to_latent(self, x):
-        return self.core(x, inverse=self.block.inverted)
+    def to_latent(self, x, steps=EAGER):
+        return self.core(x, self.block.inverted, steps)
 
-    def to_data(self, z):
-        return self.core(z, inverse=not self.block.inverted)
+    def to_data(self, z, steps=EAGER):
+        return self.core(z, not self.block.inverted, steps)
 
 
 class ActNorm(nn.Module):
@@ -92,11 +102,11 @@ class ActNorm(nn.Module):
         self.loc.copy_(x.mean(0))
         self.log_scale.copy_(torch.log(x.std(0, unbiased=False) + C.ACTNORM_EPS))
 
-    def to_latent(self, x):
+    def to_latent(self, x, steps=None):
         return (x - self.loc) * torch.exp(-self.log_scale), \
             (-self.log_scale.sum()).expand(x.shape[0])
 
-    def to_data(self, z):
+    def to_data(self, z, steps=None):
         return z * torch.exp(self.log_scale) + self.loc, self.log_scale.sum().expand(z.shape[0])
 
 
@@ -115,11 +125,11 @@ class LU(nn.Module):
         U = torch.triu(self.upper, 1) + torch.diag(self.sign * torch.exp(self.log_diag))
         return L, U
 
-    def to_latent(self, x):
+    def to_latent(self, x, steps=None):
         L, U = self.factors()
         return (x @ (L @ U).T)[:, self.perm], self.log_diag.sum().expand(x.shape[0])
 
-    def to_data(self, z):
+    def to_data(self, z, steps=None):
         L, U = self.factors()
         y = z[:, torch.argsort(self.perm)].T
         y = torch.linalg.solve_triangular(L, y, upper=False, unitriangular=True)
@@ -134,10 +144,10 @@ class Scale(nn.Module):
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
-    def to_latent(self, x):
+    def to_latent(self, x, steps=None):
         return x * torch.exp(self.log_scale), self.log_scale.sum().expand(x.shape[0])
 
-    def to_data(self, z):
+    def to_data(self, z, steps=None):
         return z * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(z.shape[0])
 
 

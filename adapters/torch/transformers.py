@@ -9,6 +9,8 @@ clamped at 0 and the spline sees clamped inputs, the identity tails are chosen a
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +41,8 @@ def spline(u, w, h, d, bound: float, inverse: bool):
     def take(a, off=0):
         return a.gather(-1, k + off)[..., 0]
 
-    x0, x1, y0, y1, d0, d1 = take(xk), take(xk, 1), take(yk), take(yk, 1), take(deriv), take(deriv, 1)
+    x0, x1, y0, y1 = take(xk), take(xk, 1), take(yk), take(yk, 1)
+    d0, d1 = take(deriv), take(deriv, 1)
     wb, hb = x1 - x0, y1 - y0
     s = hb / wb
     if inverse:
@@ -75,27 +78,51 @@ def dsf(u, a, b, w):
     return log_y - log_1my, logd
 
 
+def bracket_step(fn, target, lo, hi):
+    """One bracket doubling: (lo, hi, whether any row still needed to move)."""
+    low, high = fn(lo) > target, fn(hi) < target
+    return torch.where(low, 2 * lo, lo), torch.where(high, 2 * hi, hi), (low | high).any()
+
+
+def halve_step(fn, target, lo, hi):
+    """One halving: (lo, hi, whether every bracket is now below tolerance)."""
+    mid = 0.5 * (lo + hi)
+    below = fn(mid) < target
+    lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return lo, hi, (hi - lo <= BISECTION_TOL * (1 + mid.abs())).all()
+
+
+class Bisection(NamedTuple):
+    """The loop bodies of ``bisect``. The loops themselves stop on data (one host sync per
+    iteration), so the torch backend's ``compile`` variant compiles these bodies and keeps
+    the loops in Python (see adapters/torch/__init__.py)."""
+    bracket: Callable = bracket_step
+    halve: Callable = halve_step
+
+
+EAGER = Bisection()
+
+
 @torch.no_grad()
-def bisect(fn, target):
+def bisect(fn, target, steps: Bisection = EAGER):
     """Solve fn(u) = target for increasing fn, elementwise: bracket doubling, then halving."""
     lo, hi = -torch.ones_like(target), torch.ones_like(target)
     for _ in range(BISECTION_MAX_ITERS):
-        low, high = fn(lo) > target, fn(hi) < target
-        if not bool((low | high).any()):
+        lo, hi, moved = steps.bracket(fn, target, lo, hi)
+        if not bool(moved):
             break
-        lo = torch.where(low, 2 * lo, lo)
-        hi = torch.where(high, 2 * hi, hi)
     for _ in range(BISECTION_MAX_ITERS):
-        mid = 0.5 * (lo + hi)
-        below = fn(mid) < target
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        if bool((hi - lo <= BISECTION_TOL * (1 + mid.abs())).all()):
+        lo, hi, done = steps.halve(fn, target, lo, hi)
+        if bool(done):
             break
     return 0.5 * (lo + hi)
 
 
-def dsf_inverse(v, a, b, w):
-    u = bisect(lambda t: dsf(t, a, b, w)[0], v)
+def dsf_inverse(v, a, b, w, steps: Bisection = EAGER):
+    # the root search sees no autograd history (it runs under no_grad anyway): compiled
+    # loop bodies then meet the same tensors in training and in sampling
+    ad, bd, wd = a.detach(), b.detach(), w.detach()
+    u = bisect(lambda t: dsf(t, ad, bd, wd)[0], v.detach(), steps)
     # Implicit-function gradients without changing the value: d u/d v = 1/g' and
     # d u/d theta = -(d g/d theta)/g' at the root found by bisection.
     val, logd = dsf(u, a, b, w)
@@ -104,8 +131,9 @@ def dsf_inverse(v, a, b, w):
     return u, -dsf(u, a, b, w)[1]
 
 
-def transformer(u, theta, spec, inverse: bool):
-    """g(u; theta) or its inverse for u (n, k), theta (n, k, P): (out, log|d out / d u|)."""
+def transformer(u, theta, spec, inverse: bool, steps: Bisection = EAGER):
+    """g(u; theta) or its inverse for u (n, k), theta (n, k, P): (out, log|d out / d u|).
+    ``steps``: the bisection loop bodies, for the one inverse without a closed form (mlp)."""
     t = spec.transform
     if t == "additive":
         shift = theta[..., 0]
@@ -122,4 +150,4 @@ def transformer(u, theta, spec, inverse: bool):
                       float(spec.tail_bound), inverse)
     M = spec.naf_hidden
     p = theta[..., :M], theta[..., M:2 * M], theta[..., 2 * M:]
-    return dsf_inverse(u, *p) if inverse else dsf(u, *p)
+    return dsf_inverse(u, *p, steps) if inverse else dsf(u, *p)
