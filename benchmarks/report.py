@@ -266,6 +266,11 @@ def _figure(data, x, path: Path, title: str) -> None:
                     kind="line", marker="o", col_wrap=min(4, data["arch"].nunique()),
                     height=3.2, facet_kws={"sharey": False})
     g.set(xscale="log", yscale="log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    for ax in g.axes.flat:  # label the measured points, not log-scale minor ticks
+        ax.set_xticks(sorted(data[x].unique()))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     g.set_axis_labels(x, "median time (ms)")
     g.figure.suptitle(title, y=1.03)
     g.savefig(path, dpi=110, bbox_inches="tight")
@@ -303,6 +308,8 @@ def scaling_section(df, out_dir: Path, name: str) -> list[str]:
     if dim_counts.max() > 1:  # a batch sweep at some dim
         dim = int(dim_counts.idxmax())
         sweep = med[med["dim"] == dim]
+        swept = sweep.groupby("arch")["batch"].nunique()
+        sweep = sweep[sweep["arch"].isin(swept[swept > 1].index)]
         fig = out_dir / f"{name}_batch.png"
         _figure(sweep, "batch", fig, f"{name}: time against batch (dim {dim})")
         thr = _ok(df[df["dim"] == dim], "throughput", "median")
