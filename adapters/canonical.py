@@ -163,6 +163,8 @@ def block_masks(block: Block) -> list[np.ndarray] | None:
 
 def weight_shapes(spec: FlowSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, dtype) of every canonical array, in a stable order."""
+    if _image(spec):
+        return _image(spec).weight_shapes(spec)
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
     for b in blocks(spec):
         D = b.dim
@@ -184,10 +186,30 @@ def weight_shapes(spec: FlowSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     return shapes
 
 
-def init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """The seeded canonical initialiser: every backend built with this seed starts here."""
+def lu_init(rng: np.random.Generator, D: int) -> dict[str, np.ndarray]:
+    """A random rotation, LU-decomposed (Glow's initialisation of its 1x1 convolution)."""
     import scipy.linalg
 
+    q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    pmat, lower, upper = scipy.linalg.lu(q)
+    diag = np.diag(upper)
+    return {"lower": np.tril(lower, -1).astype(np.float32),
+            "upper": np.triu(upper, 1).astype(np.float32),
+            "log_diag": np.log(np.abs(diag)).astype(np.float32),
+            "sign": np.sign(diag).astype(np.float32),
+            "perm": np.argmax(pmat, axis=1).astype(np.int64)}
+
+
+def _image(spec):
+    """The image-flow layout module when spec is an ImageSpec, else None."""
+    from . import image
+    return image if isinstance(spec, image.ImageSpec) else None
+
+
+def init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    """The seeded canonical initialiser: every backend built with this seed starts here."""
+    if _image(spec):
+        return _image(spec).init_weights(spec, seed)
     rng = np.random.default_rng(seed)
     w: dict[str, np.ndarray] = {}
     for b in blocks(spec):
@@ -208,15 +230,7 @@ def init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
             w[f"{b.name}.loc"] = np.zeros(D, np.float32)
             w[f"{b.name}.log_scale"] = np.zeros(D, np.float32)
         elif b.kind == "lu":
-            # A random rotation, LU-decomposed (Glow's initialisation).
-            q, _ = np.linalg.qr(rng.standard_normal((D, D)))
-            pmat, lower, upper = scipy.linalg.lu(q)
-            diag = np.diag(upper)
-            w[f"{b.name}.lower"] = np.tril(lower, -1).astype(np.float32)
-            w[f"{b.name}.upper"] = np.triu(upper, 1).astype(np.float32)
-            w[f"{b.name}.log_diag"] = np.log(np.abs(diag)).astype(np.float32)
-            w[f"{b.name}.sign"] = np.sign(diag).astype(np.float32)
-            w[f"{b.name}.perm"] = np.argmax(pmat, axis=1).astype(np.int64)
+            w.update({f"{b.name}.{k}": v for k, v in lu_init(rng, D).items()})
         elif b.kind == "scale":
             w[f"{b.name}.log_scale"] = np.zeros(D, np.float32)
     return w
@@ -226,6 +240,8 @@ def random_weights(spec: FlowSpec, seed: int = 0, scale: float = 0.1) -> dict[st
     """The initial weights plus N(0, scale^2) noise on every trained array (divided by
     sqrt(fan_in) on network weights): a flow far enough from identity that parity and
     round-trip checks mean something, and tame enough to stay finite at |x| = 50."""
+    if _image(spec):
+        return _image(spec).random_weights(spec, seed, scale)
     rng = np.random.default_rng([seed, 7])
     w = init_weights(spec, seed)
     for b in blocks(spec):
@@ -266,9 +282,9 @@ def check_weights(spec: FlowSpec, weights: dict) -> dict[str, np.ndarray]:
         if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
             raise InvalidInput(f"weight {name} must be finite floats")
         out[name] = arr.astype(np.float32)
-    for b in blocks(spec):
-        if b.kind == "lu" and not np.all(np.abs(out[f"{b.name}.sign"]) == 1):
-            raise InvalidInput(f"weight {b.name}.sign must hold only +1 and -1")
+    for name in out:
+        if name.endswith(".sign") and not np.all(np.abs(out[name]) == 1):
+            raise InvalidInput(f"weight {name} must hold only +1 and -1")
     return out
 
 

@@ -36,7 +36,9 @@ from ..spec import FlowSpec  # noqa: E402
 with without_tensorflow():  # distrax -> TFP's JAX substrate would load all of TensorFlow
     import distrax
 
+from ..image import ImageSpec  # noqa: E402
 from .bijectors import block_bijector  # noqa: E402
+from .image import JaxImageModel  # noqa: E402
 
 
 # Compiled programs kept per spec. Each XLA CPU executable holds a few memory mappings of
@@ -107,8 +109,8 @@ class Compiled:
     arguments, not constants), so a new flow, set_weights or a new seed never recompiles.
     Built lazily; ``passes[op]`` and ``traces[op]`` are written while an op traces."""
 
-    def __init__(self, spec: FlowSpec):
-        self.model = m = Model(spec)
+    def __init__(self, spec):
+        self.model = m = JaxImageModel(spec) if isinstance(spec, ImageSpec) else Model(spec)
         self.passes: dict[str, int] = {}
         self.traces: collections.Counter = collections.Counter()
         ops = {"log_prob": m.log_prob, "inverse": m.to_latent, "forward": m.to_data,
@@ -203,6 +205,11 @@ class JaxFlow(Flow):
         return self._call("sample", jax.device_put(jax.random.key(seed), self._device), n)
 
     def _initialize(self, x):
+        if isinstance(self.spec, ImageSpec):
+            self.params = {**self.params, **self.model.actnorm_init(self.params, self.fixed, x)}
+            self.opt_state = self.optimizer.init(self.params)
+            self._needs_init = False
+            return
         params = {**self.params, **self.fixed}
         for b in self.model.layout:
             if b.kind == "actnorm":
@@ -240,8 +247,9 @@ class JaxBackend(JaxArrays, Backend):
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None) -> JaxFlow:
-        if not isinstance(spec, FlowSpec):
-            raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        if not isinstance(spec, (FlowSpec, ImageSpec)):
+            raise UnsupportedSpec(f"build needs a FlowSpec or an ImageSpec, got "
+                                  f"{type(spec).__name__}")
         self._variant(variant)
         return JaxFlow(self, spec, int(seed), device, train or TrainConfig())
 

@@ -34,7 +34,9 @@ from ..spec import FlowSpec
 with quiet_imports():
     import tensorflow_probability as tfp
 
+from ..image import ImageSpec  # noqa: E402
 from .bijectors import block_bijector  # noqa: E402
+from .image import TfImageModel  # noqa: E402
 from .optim import Adam  # noqa: E402
 
 tfd, tfb = tfp.distributions, tfp.bijectors
@@ -93,7 +95,7 @@ def _signature(spec: FlowSpec):
 @functools.lru_cache(maxsize=CACHE_SPECS)
 def _compiled(spec: FlowSpec, variant: str):
     """The ops of a spec in one execution variant, shared by every flow of that spec."""
-    m = Model(spec)
+    m = TfImageModel(spec) if isinstance(spec, ImageSpec) else Model(spec)
     passes: dict[str, int] = {}
     traces: collections.Counter = collections.Counter()
     params = _signature(spec)
@@ -214,6 +216,11 @@ class TfpFlow(Flow):
         return loss
 
     def _initialize(self, x):
+        if isinstance(self.spec, ImageSpec):
+            for name, value in self.model.actnorm_init(self.vars, x).items():
+                self.vars[name].assign(value)
+            self._needs_init = False
+            return
         params = dict(self.vars)
         for b in self.model.layout:
             if b.kind == "actnorm":
@@ -254,8 +261,9 @@ class TfpBackend(TFArrays, Backend):
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None) -> TfpFlow:
-        if not isinstance(spec, FlowSpec):
-            raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        if not isinstance(spec, (FlowSpec, ImageSpec)):
+            raise UnsupportedSpec(f"build needs a FlowSpec or an ImageSpec, got "
+                                  f"{type(spec).__name__}")
         variant = self._variant(variant)
         return TfpFlow(self, spec, int(seed), device, train or TrainConfig(), variant)
 

@@ -63,7 +63,9 @@ from ..base import Backend, Flow, TrainConfig
 from ..native.torch import TorchArrays
 from ..errors import UnsupportedOp, UnsupportedSpec
 from ..spec import FlowSpec
+from ..image import ImageSpec
 from . import transformers as T
+from .image import ImageModule
 from .layers import ActNorm, Conditioned, make_block
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -77,6 +79,21 @@ class FlowModule(nn.Module):
         self.spec = spec
         self.layout = C.blocks(spec)
         self.blocks = nn.ModuleList(make_block(b, spec, counter) for b in self.layout)
+        self.has_actnorm = any(isinstance(b, ActNorm) for b in self.blocks)
+
+    def canonical_names(self):
+        """(state_dict key "blocks.{i}.{suffix}", canonical name "{block}.{suffix}")."""
+        for i, b in enumerate(self.layout):
+            for key in self.blocks[i].state_dict():
+                yield f"blocks.{i}.{key}", f"{b.name}.{key}"
+
+    @torch.no_grad()
+    def initialize(self, x):
+        """Glow's data-dependent ActNorm init, each from its own input."""
+        for block in self.blocks:
+            if isinstance(block, ActNorm):
+                block.initialize(x)
+            x, _ = block.to_latent(x)
 
     def to_latent(self, x, steps=T.EAGER):
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -148,20 +165,18 @@ class TorchFlow(Flow):
         self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
         self.variant = variant
         self._counter = [0]
-        self.module = FlowModule(spec, self._counter).to(device)
+        module = ImageModule if isinstance(spec, ImageSpec) else FlowModule
+        self.module = module(spec, self._counter).to(device)
         self._set(C.init_weights(spec, seed))
-        self._needs_init = any(isinstance(b, ActNorm) for b in self.module.blocks)
+        self._needs_init = self.module.has_actnorm
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=train.lr,
                                           betas=train.betas, eps=train.eps)
         self._compiled: dict = {}  # compile variant: op -> its function, made on first call
         self._passes: dict[str, int] = {}  # compile variant: op -> passes of one call
 
-    # --- canonical weights: state_dict key "blocks.{i}.{suffix}" <-> "{name}.{suffix}" ---
+    # --- canonical weights -------------------------------------------------------------
     def _names(self):
-        for i, b in enumerate(self.module.layout):
-            prefix = f"blocks.{i}."
-            for key in self.module.blocks[i].state_dict():
-                yield prefix + key, f"{b.name}.{key}"
+        return self.module.canonical_names()
 
     def get_weights(self):
         state = self.module.state_dict()
@@ -239,11 +254,7 @@ class TorchFlow(Flow):
         return self._run("sample", z)[0]
 
     def _initialize(self, x):
-        with torch.no_grad():
-            for block in self.module.blocks:
-                if isinstance(block, ActNorm):
-                    block.initialize(x)
-                x, _ = block.to_latent(x)
+        self.module.initialize(x)
         self._needs_init = False
 
     def _train_step(self, x):
@@ -284,8 +295,9 @@ class TorchBackend(TorchArrays, Backend):
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None) -> TorchFlow:
-        if not isinstance(spec, FlowSpec):
-            raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        if not isinstance(spec, (FlowSpec, ImageSpec)):
+            raise UnsupportedSpec(f"build needs a FlowSpec or an ImageSpec, got "
+                                  f"{type(spec).__name__}")
         variant = self._variant(variant)
         return TorchFlow(self, spec, int(seed), self._resolve(device), train or TrainConfig(),
                          variant)

@@ -1,0 +1,124 @@
+"""The image flows of ``adapters/image_flow.py`` on PyTorch: the ops table (NHWC state;
+convolutions permute to torch's NCHW/OIHW and back) and a module with the interface
+``adapters.torch.TorchFlow`` drives (the vector flows' ``FlowModule``'s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import canonical as C
+from ..image import ImageSpec
+from ..image_flow import ImageModel, Ops
+from .transformers import EAGER
+
+
+class TorchOps(Ops):
+    def reshape(self, a, shape):
+        return a.reshape(shape)
+
+    def transpose(self, a, perm):
+        return a.permute(perm)
+
+    def concat(self, parts, axis):
+        return torch.cat(parts, axis)
+
+    def conv2d(self, x, w, b):
+        y = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), b, padding="same")
+        return y.permute(0, 2, 3, 1)
+
+    relu = staticmethod(torch.relu)
+    log_sigmoid = staticmethod(F.logsigmoid)
+    tanh = staticmethod(torch.tanh)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    inv = staticmethod(torch.linalg.inv)
+
+    def sum(self, a, axes):
+        return a.sum(dim=axes)
+
+    def take(self, a, index):
+        return a[index]
+
+    def const(self, array):
+        return torch.as_tensor(np.asarray(array, np.float32), device=self.device)
+
+    def mean_std(self, x):
+        return x.mean((0, 1, 2)), x.std((0, 1, 2), unbiased=False)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # module attribute names cannot hold dots
+
+
+class ImageModule(nn.Module):
+    """Canonical arrays as parameters (trained) and buffers (perm, sign), under their
+    canonical names with dots written as double underscores."""
+
+    def __init__(self, spec: ImageSpec, counter: list):
+        super().__init__()
+        self.spec = spec
+        self.ops = TorchOps()
+        self.ops.device = "cpu"
+        self.math = ImageModel(spec, self.ops, _ListCounter(counter))
+        for name, (shape, dtype) in C.weight_shapes(spec).items():
+            if name.rsplit(".", 1)[-1] in C.FIXED:
+                self.register_buffer(_key(name), torch.zeros(
+                    shape, dtype=torch.int64 if dtype == "int64" else torch.float32))
+            else:
+                self.register_parameter(_key(name), nn.Parameter(torch.zeros(shape)))
+        self.has_actnorm = spec.actnorm
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device): constants follow the parameters
+        out = super()._apply(fn, *args, **kwargs)
+        self.ops.device = next(iter(self.parameters())).device
+        return out
+
+    def canonical_names(self):
+        """(state_dict key, canonical name) pairs."""
+        for name in C.weight_shapes(self.spec):
+            yield _key(name), name
+
+    def params(self) -> dict:
+        state = dict(self.named_parameters())
+        state.update(self.named_buffers())
+        return {canon: state[key] for key, canon in self.canonical_names()}
+
+    def to_latent(self, x, steps=EAGER):
+        return self.math.to_latent(self.params(), x)
+
+    def to_data(self, z, steps=EAGER):
+        return self.math.to_data(self.params(), z)
+
+    def solves(self, direction: str) -> bool:
+        return False
+
+    def log_prob(self, x, steps=EAGER):
+        return self.math.log_prob(self.params(), x)
+
+    def loss(self, x, steps=EAGER):
+        return -self.log_prob(x).mean()
+
+    def base_sample(self, n: int, generator: torch.Generator, device):
+        return torch.randn((n, self.spec.dim), generator=generator, device=device)
+
+    @torch.no_grad()
+    def initialize(self, x):
+        state = dict(self.named_parameters())
+        for name, value in self.math.actnorm_init(self.params(), x).items():
+            state[_key(name)].copy_(value)
+
+
+class _ListCounter:
+    """The torch backend counts passes in a one-element list; the image math hits a
+    counter object."""
+
+    def __init__(self, box: list):
+        self.box = box
+
+    def hit(self):
+        if not torch.compiler.is_compiling():
+            self.box[0] += 1
+
