@@ -81,7 +81,7 @@ def cmd_run(args) -> int:
                  "threads": args.threads, "seeds": [args.seed] if args.seed is not None
                  else None, "dims": args.dims, "batches": args.batches,
                  "devices": [args.device] if args.device else None,
-                 "timeout": args.timeout, "variants": args.variants}
+                 "timeout": args.timeout, "variants": args.variants, "jobs": args.jobs}
     m = M.load(name, overrides)
     out_dir = Path(args.out)
     suffix = f".shard-{args.shard.replace('/', '-of-')}" if args.shard else ""
@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     r.add_argument("--steps", type=int, help="training steps (train matrices)")
     r.add_argument("--threads", type=int, help=f"CPU threads per framework ({THREADS})")
     r.add_argument("--seed", type=int)
+    r.add_argument("--jobs", type=int, help="cells side by side, each on its own --threads "
+                   "CPUs (default: the matrix's; 1 for timings meant for comparison)")
     r.add_argument("--device", choices=["cpu", "gpu"])
     r.add_argument("--timeout", type=float, help="seconds per cell")
     r.add_argument("--shard", help="i/N: run the i-th of N slices of the matrix")

@@ -1,11 +1,12 @@
 """Analytic FLOPs of the conditioner networks, and the machine's measured GEMM peak, so a
 timing row can say how much of the machine an op used.
 
-Only the conditioner MLPs are counted (2 * fan_in * fan_out per dense layer and row: a
-MADE layer is a dense matmul with a masked weight, so its zeros are counted too). The
-transformers, bisection, log-dets and 1x1 maps are left out: they are elementwise or
-O(dim^2) per row, small beside the networks at the widths benchmarked, and counting them
-would need per-library knowledge. So GFLOP/s here is a lower bound on work done.
+Only the conditioner networks are counted (2 * fan_in * fan_out per dense layer and row: a
+MADE layer is a dense matmul with a masked weight, so its zeros are counted too; the image
+flows' conv nets per output pixel). The transformers, bisection, log-dets and 1x1 maps
+(Glow's 1x1 convolutions too) are left out: they are elementwise or O(dim^2) per row,
+small beside the networks at the widths benchmarked, and counting them would need
+per-library knowledge. So GFLOP/s here is a lower bound on work done.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 import numpy as np
 
 from adapters import canonical as C
+from adapters.image import ImageSpec
+from adapters.image import blocks as image_blocks
 from adapters.spec import FlowSpec
 
 # a training step: forward, then backward at about twice the forward's matmul work
@@ -23,7 +26,15 @@ TRAIN_FACTOR = 3
 
 def flops_per_pass(spec: FlowSpec) -> float:
     """FLOPs per row of one conditioner evaluation, averaged over the conditioned blocks
-    (coupling blocks alternate masks but have the same widths)."""
+    (coupling blocks alternate masks but have the same widths). For the multi-scale image
+    flows the conditioners are conv nets: 2 * kh * kw * c_in * c_out per output pixel."""
+    if isinstance(spec, ImageSpec):
+        shapes = C.weight_shapes(spec)
+        convs = [b for b in image_blocks(spec) if b.kind == "coupling"]
+        total = sum(2 * b.shape[0] * b.shape[1] * int(np.prod(shapes[name][0]))
+                    for b in convs for name in shapes
+                    if name.startswith(b.name + ".") and name.endswith(".weight"))
+        return total / len(convs)
     nets = [b for b in C.blocks(spec) if b.conditioned]
     if not nets:
         return 0.0

@@ -20,7 +20,13 @@ whose cells are the union over sweeps)::
     eval_every, patience (evaluations without a better validation NLL before stopping;
     0: off), quality (normality and two-sample metrics), metric_n, null_draws
                                                                  (kind "train")
+    image datasets (digits, mnist, fashion-mnist, cifar10; archs glow and realnvp, matched
+    backends): image_levels, image_steps, image_hidden (the multi-scale ImageSpec),
+    logit_alpha, data_path (the files of mnist/fashion-mnist/cifar10); n_train, n_val,
+    n_test of 0 take the dataset's own split sizes
     threads, timeout (s per cell), min_time, min_repeats, max_time (timing loop)
+    jobs        cells run side by side, each pinned to its own ``threads`` CPUs (default
+                1: timings meant for comparison should not share the machine)
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from pathlib import Path
 
 import adapters
 from adapters.errors import FlowbenchError
+from adapters.image import IMAGE_ARCHS
+from datasets.images import IMAGE_NAMES
 
 PRESET_DIR = Path(__file__).resolve().parent / "matrices"
 OPS = ("log_prob", "inverse", "forward", "sample", "train_step")
@@ -46,7 +54,11 @@ DEFAULTS = {
     "n_train": 20000, "n_val": 2000, "n_test": 5000, "eval_every": 100,
     "patience": 0, "quality": True, "metric_n": 2000, "null_draws": 20, "threads": 2,
     "timeout": 600.0, "min_time": 0.2, "min_repeats": 5, "max_time": 10.0, "description": "",
+    "jobs": 1, "image_levels": 2, "image_steps": 4, "image_hidden": 32, "logit_alpha": 0.05,
+    "data_path": "",
 }
+# cells on image datasets carry these too (other cells do not, so their keys stay put)
+IMAGE_FIELDS = ("image_levels", "image_steps", "image_hidden", "logit_alpha", "data_path")
 # fields that define a cell (and its key); the rest are run settings
 SPEC_FIELDS = ("layers", "hidden", "bins", "tail_bound")
 TRAIN_FIELDS = ("steps", "train_batch", "lr", "clip_norm", "n_train", "n_val", "n_test",
@@ -124,14 +136,19 @@ def _check(f: dict, path) -> None:
                 for v in vals):
             raise MatrixError(f"{path}: {key} must be a non-empty list of positive ints, "
                               f"got {vals!r}")
+    for key in ("jobs", "threads"):
+        if isinstance(f[key], bool) or not isinstance(f[key], int) or f[key] < 1:
+            raise MatrixError(f"{path}: {key} must be a positive int, got {f[key]!r}")
     for d in f["devices"]:
         adapters.base.parse_device(d)  # DeviceError names the bad one
     for a in f["archs"]:
-        adapters.FlowSpec(arch=a)  # UnknownArch names it
+        if a not in IMAGE_ARCHS:
+            adapters.FlowSpec(arch=a)  # UnknownArch names it
     if f["kind"] == "train":
         import datasets
         for name in f["datasets"]:
-            datasets.density(name)  # DatasetError names it
+            if name not in IMAGE_NAMES:
+                datasets.density(name)  # DatasetError names it
 
 
 def backend_names(requested) -> list[str]:
@@ -166,7 +183,7 @@ def expand(m: Matrix, described: dict) -> list[dict]:
                                     have["batches"] = sorted(set(have["batches"])
                                                              | set(cell["batches"]))
                                     continue
-                                why = info["reason"] or (
+                                why = info["reason"] or _image_skip(b, arch, cell) or (
                                     f"{b} does not offer {arch!r}: {info['missing'][arch]}"
                                     if arch in info["missing"] else None)
                                 if variant not in info["variants"] and not why:
@@ -196,9 +213,24 @@ def _cell(f, backend, variant, arch, device, seed, data_or_dim) -> dict:
             **{k: f[k] for k in SPEC_FIELDS + TIMING_FIELDS}}
     if f["kind"] == "train":
         cell.update(dataset=data_or_dim, **{k: f[k] for k in TRAIN_FIELDS})
+        if data_or_dim in IMAGE_NAMES:
+            cell.update({k: f[k] for k in IMAGE_FIELDS})
     else:
         cell.update(dim=data_or_dim)
     return cell
+
+
+def _image_skip(backend: str, arch: str, cell: dict) -> str | None:
+    """Why a cell on an image dataset cannot run, or None."""
+    if cell.get("dataset") not in IMAGE_NAMES:
+        return None
+    if arch not in IMAGE_ARCHS:
+        return (f"{arch!r} has no multi-scale image flow; image datasets take "
+                f"{', '.join(IMAGE_ARCHS)}")
+    if backend not in adapters.MATCHED:
+        return (f"{backend} is a peer library: the multi-scale image flows are matched "
+                f"in {', '.join(adapters.MATCHED)} only")
+    return None
 
 
 def _merge_key(cell) -> str:

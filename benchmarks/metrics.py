@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from datasets.images import logit_log_jacobian  # noqa: F401  (bits_per_dim's partner)
 from scipy import stats
 from scipy.spatial.distance import pdist
 
@@ -130,24 +132,6 @@ def nll(log_prob, dim: int) -> dict:
     se = float(lp.std(ddof=1) / np.sqrt(n))
     return {"nll": value, "stderr": se, "nll_per_dim": value / dim,
             "stderr_per_dim": se / dim, "n": n}
-
-
-def logit_log_jacobian(u, alpha: float) -> np.ndarray:
-    """Per-row log|det dy/du| of RealNVP's y = logit(alpha + (1 - 2 alpha) u), u in [0, 1].
-
-    The value to pass as `log_jacobian` to `bits_per_dim` when the flow models y."""
-    u = _matrix("u", u, min_rows=1)
-    alpha = float(alpha)
-    if not 0.0 <= alpha < 0.5:
-        raise ValueError(f"logit alpha must be in [0, 0.5), got {alpha}")
-    if u.min() < 0.0 or u.max() > 1.0:
-        raise ValueError(f"u must lie in [0, 1] (dequantised data scaled by 1/levels), "
-                         f"got range [{u.min()}, {u.max()}]")
-    s = alpha + (1.0 - 2.0 * alpha) * u
-    if alpha == 0.0 and (s.min() == 0.0 or s.max() == 1.0):
-        raise ValueError("u touches 0 or 1 with alpha=0: logit is infinite there")
-    # dy/du = (1 - 2 alpha) / (s (1 - s)), elementwise; the map is diagonal.
-    return np.sum(np.log1p(-2.0 * alpha) - np.log(s) - np.log1p(-s), axis=1)
 
 
 def bits_per_dim(log_prob_of_continuous_x, dim: int, *, levels: int = 256,

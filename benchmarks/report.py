@@ -159,6 +159,13 @@ def quality_section(df, out_dir: Path) -> list[str]:
             lines += [f"Adam steps run: {int(steps.min())} to {int(steps.max())} "
                       "(early stopping on validation NLL where the matrix sets patience)."]
         lines += ["", t.fillna("").to_markdown(), ""]
+        bpd = _ok(ok, "test_bpd").groupby(["arch", "column"])["value"]
+        if len(bpd.size()):
+            b = (bpd.mean().map("{:.4f}".format) + bpd.apply(
+                lambda v: f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "")).unstack("column")
+            lines += [f"{ds}: test bits/dim (uniform dequantisation; the logit transform's "
+                      "Jacobian included; NLL above is the same number in nats for the "
+                      "dequantised image):", "", b.fillna("").to_markdown(), ""]
         gap = _ok(ok, "entropy_gap")
         if len(gap):
             lines += ["Gap NLL - entropy (nats):", "",
@@ -217,37 +224,25 @@ def _quality_figures(g, out_dir: Path, ds: str) -> list[str]:
     archs = sorted({a for a, _, _ in found})
     cols = sorted({c for _, c, _ in found})
     where = {(a, c): p for a, c, p in found}
+    if "samples" in np.load(found[0][2]).files:
+        return lines + _sample_grids(archs, cols, where, out_dir, ds)
     for what, name in (("density", f"densities_{ds}.png"), ("latent", f"latents_{ds}.png")):
-        fig, axes = plt.subplots(len(archs), len(cols) + 1, squeeze=False,
-                                 figsize=(2.1 * (len(cols) + 1), 2.1 * len(archs)))
-        for i, a in enumerate(archs):
-            for j, c in enumerate(["truth"] + cols):
-                ax = axes[i][j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(c, fontsize=8)
-                if j == 0:
-                    ax.set_ylabel(a, fontsize=8)
-                path = where.get((a, c)) or (next(iter(where.values())) if c == "truth"
-                                             else None)
-                if path is None:
-                    ax.axis("off")
-                    continue
-                d = np.load(path)
-                if what == "density":
-                    img = d["true"] if c == "truth" else d["learned"]
-                    ax.imshow(np.exp(img), origin="lower", aspect="auto", cmap="viridis",
-                              extent=(d["x"][0], d["x"][-1], d["y"][0], d["y"][-1]))
-                elif c == "truth":
-                    z = np.random.default_rng(0).standard_normal((1000, 2))
-                    ax.scatter(z[:, 0], z[:, 1], s=1, alpha=0.4, color="grey")
-                    ax.set_xlim(-4, 4)
-                    ax.set_ylim(-4, 4)
-                else:
-                    ax.scatter(d["z"][:, 0], d["z"][:, 1], s=1, alpha=0.4)
-                    ax.set_xlim(-4, 4)
-                    ax.set_ylim(-4, 4)
+        fig, panels = _panels(archs, cols, "truth", where, 2.1)
+        for ax, c, path in panels:
+            d = np.load(path)
+            if what == "density":
+                img = d["true"] if c == "truth" else d["learned"]
+                ax.imshow(np.exp(img), origin="lower", aspect="auto", cmap="viridis",
+                          extent=(d["x"][0], d["x"][-1], d["y"][0], d["y"][-1]))
+            elif c == "truth":
+                z = np.random.default_rng(0).standard_normal((1000, 2))
+                ax.scatter(z[:, 0], z[:, 1], s=1, alpha=0.4, color="grey")
+                ax.set_xlim(-4, 4)
+                ax.set_ylim(-4, 4)
+            else:
+                ax.scatter(d["z"][:, 0], d["z"][:, 1], s=1, alpha=0.4)
+                ax.set_xlim(-4, 4)
+                ax.set_ylim(-4, 4)
         title = ("learned densities (arch x backend)" if what == "density" else
                  "test data mapped to the latent (arch x backend); truth: N(0, I) draws")
         fig.suptitle(f"{ds}: {title}", fontsize=9)
@@ -255,6 +250,55 @@ def _quality_figures(g, out_dir: Path, ds: str) -> list[str]:
         plt.close(fig)
         lines += [f"![{what}, {ds}]({name})", ""]
     return lines
+
+
+def _panels(archs, cols, first: str, where: dict, size: float):
+    """A figure of arch rows x (``first``, *backend) columns; returns it and
+    (axis, column, artifact path) for every panel that has an artifact (the ``first``
+    column shows the first artifact found: the truth or the data is the same in all)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(archs), len(cols) + 1, squeeze=False,
+                             figsize=(size * (len(cols) + 1), size * len(archs)))
+    panels = []
+    for i, a in enumerate(archs):
+        for j, c in enumerate([first] + cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(c, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(a, fontsize=8)
+            path = where.get((a, c)) or (next(iter(where.values())) if c == first else None)
+            if path is None:
+                ax.axis("off")
+            else:
+                panels.append((ax, c, path))
+    return fig, panels
+
+
+def _sample_grids(archs, cols, where, out_dir: Path, ds: str) -> list[str]:
+    """Image datasets: an 8x8 grid of flow samples per arch x backend beside test images."""
+    import matplotlib.pyplot as plt
+
+    def tile(images, levels):
+        n = int(np.sqrt(len(images)))
+        h, w, c = images.shape[1:]
+        grid = images[:n * n].reshape(n, n, h, w, c).transpose(0, 2, 1, 3, 4)
+        grid = grid.reshape(n * h, n * w, c).astype(np.float64) / (levels - 1)
+        return grid[..., 0] if c == 1 else grid
+
+    fig, panels = _panels(archs, cols, "data", where, 2.4)
+    for ax, c, path in panels:
+        d = np.load(path)
+        ax.imshow(tile(d["data" if c == "data" else "samples"], int(d["levels"])),
+                  cmap="gray_r", vmin=0, vmax=1)
+    name = f"samples_{ds}.png"
+    fig.suptitle(f"{ds}: flow samples (arch x backend, first seed) and test images", fontsize=9)
+    fig.savefig(out_dir / name, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return [f"![samples, {ds}]({name})", ""]
 
 
 def _figure(data, x, path: Path, title: str) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +44,10 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def child_env(threads: int) -> dict:
+def child_env(threads: int, cpus: tuple[int, ...] = ()) -> dict:
     env = dict(os.environ)
+    if cpus:
+        env["FLOWBENCH_CPUS"] = ",".join(map(str, cpus))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "FLOWBENCH_THREADS"):
         env[var] = str(threads)
@@ -51,11 +56,12 @@ def child_env(threads: int) -> dict:
     return env
 
 
-def _spawn(args: list[str], threads: int, timeout: float) -> tuple[int | None, str]:
+def _spawn(args: list[str], threads: int, timeout: float,
+           cpus: tuple[int, ...] = ()) -> tuple[int | None, str]:
     """(exit code or None on timeout, stderr tail) of a worker subprocess; on timeout the
     whole process group is killed, threads and children included."""
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", *args],
-                            env=child_env(threads), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            env=child_env(threads, cpus), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         _, err = proc.communicate(timeout=timeout)
@@ -75,13 +81,14 @@ def describe_backends(threads: int, names=(), timeout: float = 900) -> dict:
         return json.loads(out.read_text())
 
 
-def run_cell(cell: dict, timeout: float) -> list[dict]:
+def run_cell(cell: dict, timeout: float, cpus: tuple[int, ...] = ()) -> list[dict]:
     """The cell's rows; a timeout or crash adds a status row saying so."""
     with tempfile.TemporaryDirectory() as tmp:
         cell_file, rows_file = Path(tmp) / "cell.json", Path(tmp) / "rows.jsonl"
         cell_file.write_text(json.dumps(cell))
         t0 = time.perf_counter()
-        rc, err = _spawn(["cell", str(cell_file), str(rows_file)], cell["threads"], timeout)
+        rc, err = _spawn(["cell", str(cell_file), str(rows_file)], cell["threads"], timeout,
+                         cpus)
         wall = time.perf_counter() - t0
         rows = [json.loads(line) for line in rows_file.read_text().splitlines()
                 if line.strip()] if rows_file.exists() else []
@@ -165,19 +172,56 @@ def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool 
                       f"{out} (--force measures them again)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    slots = cpu_slots(m.fields["jobs"], threads)
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for slot in slots:
+        free.put(slot)
+    lock = threading.Lock()
+
     with Progress(*columns, console=console, transient=True,
                   disable=not progress or console is None) as bar:
         task = bar.add_task("cells", total=len(todo))
-        for cell in todo:
-            bar.update(task, description=f"cell {cell_name(cell)}")
-            cell = {**cell, "artifacts": str(Path(out).parent / "artifacts")}
-            rows = skipped_rows(cell) if "skip" in cell else run_cell(cell, m.fields["timeout"])
-            results.append(out, stamped(rows), replace_cells=[cell["key"]] if force else ())
-            status = next(r["status"] for r in rows if r["metric"] == "status" and not r["op"])
-            summary.statuses[status] = summary.statuses.get(status, 0) + 1
-            summary.ran += 1
-            if console is not None and status in ("failed", "timeout"):
-                err = next(r["error"] for r in rows if r["metric"] == "status" and not r["op"])
-                console.print(f"[red]{cell_name(cell)} {status}[/red]: {err[:300]}")
-            bar.advance(task)
+
+        def one(cell):
+            cell = {**cell, "artifacts": str(Path(out).parent / "artifacts"),
+                    "jobs": len(slots)}
+            if "skip" in cell:
+                rows = skipped_rows(cell)
+            else:
+                slot = free.get()
+                try:
+                    bar.update(task, description=f"cell {cell_name(cell)}")
+                    rows = run_cell(cell, m.fields["timeout"], slot)
+                finally:
+                    free.put(slot)
+            with lock:  # one writer: the results file is rewritten atomically per cell
+                results.append(out, stamped(rows), replace_cells=[cell["key"]] if force else ())
+                status = next(r["status"] for r in rows
+                              if r["metric"] == "status" and not r["op"])
+                summary.statuses[status] = summary.statuses.get(status, 0) + 1
+                summary.ran += 1
+                if console is not None and status in ("failed", "timeout"):
+                    err = next(r["error"] for r in rows
+                               if r["metric"] == "status" and not r["op"])
+                    console.print(f"[red]{cell_name(cell)} {status}[/red]: {err[:300]}")
+                bar.advance(task)
+
+        if len(slots) == 1:
+            for cell in todo:
+                one(cell)
+        else:
+            with ThreadPoolExecutor(len(slots)) as pool:
+                list(pool.map(one, todo))
     return summary
+
+
+def cpu_slots(jobs: int, threads: int) -> list[tuple[int, ...]]:
+    """Disjoint CPU sets of ``threads`` CPUs, one per concurrent cell: side-by-side cells
+    never share a core (a slot of () means one cell at a time, pinned as before)."""
+    if jobs <= 1:
+        return [()]
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if jobs * threads > len(cpus):
+        raise M.MatrixError(f"jobs={jobs} x threads={threads} needs {jobs * threads} CPUs; "
+                            f"this process may use {len(cpus)}")
+    return [tuple(cpus[i * threads:(i + 1) * threads]) for i in range(jobs)]

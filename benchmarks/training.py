@@ -38,16 +38,53 @@ class Standardizer:
     def undo(self, x):
         return np.asarray(x, np.float64) * self.std + self.mean
 
+    def source(self, train):
+        """What training batches are drawn from (rows), prepared once."""
+        return self(train)
 
-def _log_density(flow, backend, x, std: Standardizer) -> np.ndarray:
-    """Per-row log-density in the data's units."""
-    return backend.to_numpy(flow.log_prob(std(x))).astype(np.float64) - std.log_jac
+    def batch(self, rows, rng):
+        """(the flow's input, what turns its mean loss into the data's NLL)."""
+        return rows, self.log_jac
+
+    def log_density(self, flow, backend, x) -> np.ndarray:
+        """Per-row log-density in the data's units."""
+        return backend.to_numpy(flow.log_prob(self(x))).astype(np.float64) - self.log_jac
 
 
-def fit(flow, backend, ds, cell: dict, rows) -> Standardizer:
-    """Adam on the training split with early stopping on the validation split."""
-    std = Standardizer(ds.train)
-    data = std(ds.train)
+class ImagePrep:
+    """Images as a flow sees them: uniform dequantisation and the logit transform
+    (``datasets.images.LogitDequantizer``), fresh noise for every training batch and one
+    seeded draw for evaluation. Log-densities are those of the dequantised pixels
+    u = (x + U) / levels on [0, 1]^D: log p(y) + log|dy/du|."""
+
+    def __init__(self, images, alpha: float, seed: int):
+        self.deq = images.dequantizer(alpha=alpha)
+        self.seed = seed
+
+    def source(self, train):
+        return train
+
+    def batch(self, rows, rng):
+        y, log_jac = self.deq.transform(rows, rng)
+        return y, -float(log_jac.mean())
+
+    def __call__(self, x, noise=None):
+        return self.deq.transform(x, self.seed + 99 if noise is None else noise)[0]
+
+    def log_density(self, flow, backend, x, noise=None) -> np.ndarray:
+        y, log_jac = self.deq.transform(x, self.seed + 99 if noise is None else noise)
+        return backend.to_numpy(flow.log_prob(y)).astype(np.float64) + log_jac
+
+
+def _log_density(flow, backend, x, prep) -> np.ndarray:
+    return prep.log_density(flow, backend, x)
+
+
+def fit(flow, backend, ds, cell: dict, rows, prep=None):
+    """Adam on the training split with early stopping on the validation split; returns
+    the preparation (standardisation, or dequantisation for images) it trained under."""
+    std = prep or Standardizer(ds.train)
+    data = std.source(ds.train)
     rng = np.random.default_rng(cell["seed"])
     every, patience = cell["eval_every"], cell["patience"]
     has_val = len(ds.val) > 0
@@ -56,15 +93,16 @@ def fit(flow, backend, ds, cell: dict, rows) -> Standardizer:
     running, t0 = [], time.perf_counter()
     step = 0
     for step in range(1, cell["steps"] + 1):
-        loss = flow.train_step(data[rng.integers(0, len(data), cell["train_batch"])])
+        batch, offset = std.batch(data[rng.integers(0, len(data), cell["train_batch"])], rng)
+        loss = flow.train_step(batch)
         if not np.isfinite(loss):
             rows.add("diverged_step", step, "step")
             raise FloatingPointError(f"training diverged at step {step}: loss {loss}")
-        running.append(loss)
+        running.append(loss + offset)
         if step % every and step != cell["steps"]:
             continue
         wall = time.perf_counter() - t0
-        rows.add("curve_train_nll", np.mean(running) + std.log_jac, "nats", step=step,
+        rows.add("curve_train_nll", np.mean(running), "nats", step=step,
                  wall_s=wall)
         running = []
         if not has_val:
@@ -110,27 +148,39 @@ def evaluate(flow, backend, ds, cell: dict, rows, std: Standardizer) -> None:
     if not cell["quality"]:
         return
     seed, max_n = cell["seed"], cell["metric_n"]
-    z, _ = flow.inverse(std(ds.test))
-    z = np.asarray(z, np.float64)
+    z = latent_rows(flow, std(ds.test), cell, rows, "data units (standardised)")
     if cell.get("artifacts") and ds.dim == 2:
         save_pictures(flow, backend, ds, std, z, cell)
-    for r in metrics.normality(z, seed=seed, max_n=max_n, null_draws=cell["null_draws"],
+    n = min(len(ds.test), max_n)
+    samples = std.undo(flow.sample(n, seed=seed + 1))
+    ref = ds.density.sample(n, np.random.default_rng(seed + 10_007))
+    two_sample_rows(samples, ds.test[:n], ref, cell, rows, "distance")
+
+
+def latent_rows(flow, x, cell: dict, rows, unit: str) -> np.ndarray:
+    """Normality of z = f^-1(x) against its null at the same n, and the round trip's
+    error (in ``unit``); returns z."""
+    z = np.asarray(flow.inverse(x)[0], np.float64)
+    for r in metrics.normality(z, seed=cell["seed"], max_n=cell["metric_n"],
+                               null_draws=cell["null_draws"],
                                hz_null_draws=max(2, cell["null_draws"] // 2)):
         rows.add(f"normality_{r['metric']}", r["value"], "statistic", statistic="value",
                  null_mean=r["null_mean"], null_q95=r["null_q95"], null_p=r["null_p"],
                  n_used=r["n"])
     back, _ = flow.forward(z.astype(np.float32))
-    err = metrics.invertibility_error(std(ds.test), back)
-    rows.add("invertibility_max_abs", err["max_abs"], "data units (standardised)",
-             statistic="max")
-    n = min(len(ds.test), max_n)
-    samples = std.undo(flow.sample(n, seed=seed + 1))
+    err = metrics.invertibility_error(x, back)
+    rows.add("invertibility_max_abs", err["max_abs"], unit, statistic="max")
+    return z
+
+
+def two_sample_rows(samples, data, ref, cell: dict, rows, unit: str, detail: str = ""):
+    """Distances between flow samples and held-out data, each beside its reference."""
     if not np.isfinite(samples).all():
         raise FloatingPointError("flow samples hold NaN or inf")
-    ref = ds.density.sample(n, np.random.default_rng(seed + 10_007))
-    for r in metrics.two_sample(samples, ds.test[:n], ref, seed=seed, max_n=max_n):
-        rows.add(f"two_sample_{r['metric']}", r["value"], "distance", statistic="value",
-                 reference=r["reference"], detail=r.get("detail", ""))
+    for r in metrics.two_sample(samples, data, ref, seed=cell["seed"], max_n=cell["metric_n"]):
+        rows.add(f"two_sample_{r['metric']}", r["value"], unit, statistic="value",
+                 reference=r["reference"],
+                 detail="; ".join(filter(None, [r.get("detail", ""), detail])))
 
 
 GRID = 96
@@ -140,8 +190,6 @@ def save_pictures(flow, backend, ds, std: Standardizer, z, cell: dict) -> None:
     """What the report draws for a 2-D dataset, beside the results: the learned and the
     true log-density on a grid over the test data's range, and test points mapped to the
     latent."""
-    from pathlib import Path
-
     lo, hi = np.percentile(ds.test, [0.5, 99.5], axis=0)
     pad = 0.1 * (hi - lo)
     axes = [np.linspace(lo[i] - pad[i], hi[i] + pad[i], GRID) for i in range(2)]
@@ -150,16 +198,16 @@ def save_pictures(flow, backend, ds, std: Standardizer, z, cell: dict) -> None:
     learned = _log_density(flow, backend, pts, std).reshape(GRID, GRID)
     true = (ds.log_prob(pts).reshape(GRID, GRID) if ds.log_prob is not None
             else np.full((GRID, GRID), np.nan))
-    path = Path(cell["artifacts"]) / f"{cell['key']}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, x=axes[0], y=axes[1], learned=learned, true=true,
-                        z=z[:1000].astype(np.float32))
-    tmp.replace(path)
+    _save(cell, x=axes[0], y=axes[1], learned=learned, true=true,
+          z=z[:1000].astype(np.float32))
 
 
-def train_cell(flow, backend, cell: dict, rows):
-    """Fit and evaluate; returns the standardised test split for the cell's timing."""
+def train_cell(flow, backend, cell: dict, rows, images=None):
+    """Fit and evaluate; returns the prepared test split for the cell's timing."""
+    if images is not None:
+        prep = ImagePrep(images, cell["logit_alpha"], cell["seed"])
+        fit(flow, backend, images, cell, rows, prep)
+        return evaluate_images(flow, backend, images, cell, rows, prep)
     import datasets
 
     ds = datasets.load(cell["dataset"], n_train=cell["n_train"], n_val=cell["n_val"],
@@ -167,3 +215,46 @@ def train_cell(flow, backend, cell: dict, rows):
     std = fit(flow, backend, ds, cell, rows)
     evaluate(flow, backend, ds, cell, rows, std)
     return std(ds.test)
+
+
+SAMPLE_GRID = 64  # flow samples kept per image cell for the report's grid
+
+
+def evaluate_images(flow, backend, images, cell: dict, rows, prep: ImagePrep) -> np.ndarray:
+    """Bits/dim and NLL of the dequantised test images (logit Jacobian included), the
+    latent's normality, two-sample distances in the flow's (logit) space against the
+    validation split as the reference level, the round trip, and a grid of samples."""
+    deq, D = prep.deq, images.dim
+    y, log_jac = deq.transform(images.test, cell["seed"] + 99)
+    lp_y = backend.to_numpy(flow.log_prob(y)).astype(np.float64)
+    bpd = metrics.bits_per_dim(lp_y, D, levels=deq.levels, logit_alpha=deq.alpha,
+                               log_jacobian=log_jac)
+    nll = bpd["bpd"] * D * np.log(2)  # of x + U on [0, levels]^D: an upper bound on -log P(x)
+    rows.add("test_bpd", bpd["bpd"], "bits/dim", statistic="mean", stderr=bpd["stderr"])
+    rows.add("test_nll", nll, "nats", statistic="mean", stderr=bpd["stderr"] * D * np.log(2))
+    rows.add("test_nll_per_dim", nll / D, "nats", statistic="mean",
+             stderr=bpd["stderr"] * np.log(2))
+    if not cell["quality"]:
+        return y
+    seed, max_n = cell["seed"], cell["metric_n"]
+    latent_rows(flow, y, cell, rows, "logit units")
+    n = min(len(y), max_n)
+    samples = np.asarray(flow.sample(max(n, SAMPLE_GRID), seed=seed + 1), np.float64)
+    ref = deq.transform(images.val, seed + 10_007)[0]
+    two_sample_rows(samples[:n], y[:n], ref, cell, rows, "distance (logit space)",
+                    "reference: validation images")
+    if cell.get("artifacts"):
+        _save(cell, samples=deq.to_pixels(samples[:SAMPLE_GRID]),
+              data=images.test[:SAMPLE_GRID], levels=np.int64(images.levels))
+    return y
+
+
+def _save(cell: dict, **arrays) -> None:
+    """The cell's pictures beside the results (written atomically), for the report."""
+    from pathlib import Path
+
+    path = Path(cell["artifacts"]) / f"{cell['key']}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)

@@ -122,24 +122,36 @@ def peak_device_memory(backend, device: str):
 
 def run_cell(cell: dict, out: str) -> int:
     import adapters
+    from adapters.image import ImageSpec
+    from datasets.images import IMAGE_NAMES, load_images
 
     base = {k: cell[k] for k in ("backend", "variant", "arch", "device", "seed", "threads",
                                  "layers", "bins", "tail_bound")}
     base.update(cell=cell["key"], kind=cell["kind"], hidden="x".join(map(str, cell["hidden"])),
-                dim=cell.get("dim"), dataset=cell.get("dataset", ""), **environment.describe())
+                dim=cell.get("dim"), dataset=cell.get("dataset", ""), jobs=cell.get("jobs", 1),
+                **environment.describe())
     rows = Rows(out, base)
     t0 = time.perf_counter()
     try:
         backend = adapters.load(cell["backend"])
         rows.base.update(backend_version=backend.version())
-        dim = cell.get("dim")
-        if cell["kind"] == "train":
-            import datasets
-            dim = datasets.density(cell["dataset"]).dim
-            rows.base["dim"] = dim
-        spec = spec_of(cell, dim)
-        rows.base.update(transform=spec.transform, conditioner=spec.conditioner,
-                         direction=spec.direction)
+        dim, images = cell.get("dim"), None
+        if cell["kind"] == "train" and cell["dataset"] in IMAGE_NAMES:
+            images = load_images(cell["dataset"], path=cell["data_path"] or None,
+                                 n_train=cell["n_train"] or None, n_val=cell["n_val"] or None,
+                                 n_test=cell["n_test"] or None, seed=cell["seed"])
+            spec = ImageSpec(arch=cell["arch"], shape=images.shape, levels=cell["image_levels"],
+                             steps=cell["image_steps"], hidden=cell["image_hidden"])
+            rows.base.update(dim=spec.dim, transform="affine", conditioner="coupling",
+                             direction="density")
+        else:
+            if cell["kind"] == "train":
+                import datasets
+                dim = datasets.density(cell["dataset"]).dim
+                rows.base["dim"] = dim
+            spec = spec_of(cell, dim)
+            rows.base.update(transform=spec.transform, conditioner=spec.conditioner,
+                             direction=spec.direction)
         variant = None if cell["variant"] == "default" else cell["variant"]
         device = "cuda" if cell["device"] == "gpu" else cell["device"]
         train = adapters.TrainConfig(lr=cell.get("lr", 1e-3),
@@ -151,7 +163,7 @@ def run_cell(cell: dict, out: str) -> int:
         data = None
         if cell["kind"] == "train":
             from .training import train_cell  # scipy and the datasets: train cells only
-            data = train_cell(flow, backend, cell, rows)
+            data = train_cell(flow, backend, cell, rows, images)
         time_ops(flow, backend, rows, cell, data)
         rows.add("peak_host_mem", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                  "bytes", statistic="max")
@@ -206,8 +218,10 @@ def pin_threads(n: int) -> None:
     environment.set_threads(n)
     try:
         cpus = sorted(os.sched_getaffinity(0))
-        if n < len(cpus):
-            os.sched_setaffinity(0, cpus[:n])
+        given = os.environ.get("FLOWBENCH_CPUS")  # the runner's slot when cells run side by side
+        if given:
+            cpus = [c for c in map(int, given.split(",")) if c in cpus] or cpus
+        os.sched_setaffinity(0, cpus[:n])
     except (AttributeError, OSError):  # not Linux: the variables still apply
         pass
 

@@ -5,7 +5,8 @@
     data.train, data.val, data.test               # uint8 (n, H, W, C), channels last
     deq = data.dequantizer(alpha=0.05)
     y, log_jac = deq.transform(data.train, np.random.default_rng(0))   # float32 (n, D)
-    deq.bits_per_dim(flow_log_prob_of_y, log_jac)                       # the metrics convention
+    benchmarks.metrics.bits_per_dim(flow_log_prob_of_y, data.dim, levels=data.levels,
+                                    logit_alpha=0.05, log_jacobian=log_jac)
 
 Only "digits" (scikit-learn's 8x8 digits) ships with the code. MNIST, Fashion-MNIST and
 CIFAR-10 are read from local files in their official formats, parsed here with numpy, so
@@ -14,8 +15,9 @@ no framework or downloader is needed and nothing is fetched behind the user's ba
 Images stay uint8 until `LogitDequantizer` turns them into the continuous vectors a flow
 sees; the bits/dim of a flow trained on those vectors is only comparable with the
 literature if the same dequantisation, logit and Jacobian bookkeeping is used, which is
-why that code lives next to the loaders and delegates the final number to
-`benchmarks.metrics.bits_per_dim`.
+why that code lives next to the loaders; the final number is
+`benchmarks.metrics.bits_per_dim` (datasets never import benchmarks: the metric imports
+this module's `logit_log_jacobian`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-
-from benchmarks import metrics
 
 # The package __init__ defines DatasetError before anything imports this submodule (and
 # does not import it itself), so this cannot see a half-initialised package.
@@ -344,6 +344,26 @@ def _sigmoid(y: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -y))
 
 
+def logit_log_jacobian(u, alpha: float) -> np.ndarray:
+    """Per-row log|det dy/du| of RealNVP's y = logit(alpha + (1 - 2 alpha) u), u in [0, 1].
+
+    The value to pass as `log_jacobian` to `bits_per_dim` when the flow models y."""
+    u = np.asarray(u, np.float64)
+    if u.ndim != 2 or u.shape[0] < 1:
+        raise ValueError(f"u must have shape (n, D) with n >= 1, got {u.shape}")
+    alpha = float(alpha)
+    if not 0.0 <= alpha < 0.5:
+        raise ValueError(f"logit alpha must be in [0, 0.5), got {alpha}")
+    if u.min() < 0.0 or u.max() > 1.0:
+        raise ValueError(f"u must lie in [0, 1] (dequantised data scaled by 1/levels), "
+                         f"got range [{u.min()}, {u.max()}]")
+    s = alpha + (1.0 - 2.0 * alpha) * u
+    if alpha == 0.0 and (s.min() == 0.0 or s.max() == 1.0):
+        raise ValueError("u touches 0 or 1 with alpha=0: logit is infinite there")
+    # dy/du = (1 - 2 alpha) / (s (1 - s)), elementwise; the map is diagonal.
+    return np.sum(np.log1p(-2.0 * alpha) - np.log(s) - np.log1p(-s), axis=1)
+
+
 class LogitDequantizer:
     """Uniform dequantisation and RealNVP's logit transform, in numpy float64.
 
@@ -409,7 +429,7 @@ class LogitDequantizer:
         u = np.asarray(u, dtype=np.float64)
         if not self.logit:
             return np.zeros(u.shape[0])
-        return metrics.logit_log_jacobian(u, self.alpha)
+        return logit_log_jacobian(u, self.alpha)
 
     def inverse(self, y) -> np.ndarray:
         """u from y, float64, clipped to [0, 1]: flow samples can land where
@@ -443,16 +463,6 @@ class LogitDequantizer:
                              "value to draw")
         pixels = np.clip(np.floor(self.inverse(y) * self.levels), 0, self.levels - 1)
         return pixels.astype(np.uint8).reshape((y.shape[0],) + shape)
-
-    def bits_per_dim(self, log_prob_y, log_jacobian, dim: int | None = None) -> dict:
-        """Bits/dim from the flow's log p(y) and `transform`'s log_jacobian, by
-        `benchmarks.metrics.bits_per_dim` (the harness's one convention). D is taken from
-        `shape` unless `dim` is given."""
-        if dim is None:
-            dim = int(np.prod(self._shape(None)))
-        return metrics.bits_per_dim(log_prob_y, dim, levels=self.levels,
-                                    logit_alpha=self.alpha if self.logit else None,
-                                    log_jacobian=log_jacobian)
 
     # -- checks
 

@@ -52,6 +52,22 @@ def load_or_skip(name: str, module_level: bool = False):
     pytest.skip(f"backend {name} unavailable: {why}", allow_module_level=module_level)
 
 
+def matched_targets(exclude=()) -> list[tuple[str, adapters.Backend, str]]:
+    """(label, backend, variant) for every available matched backend and each of its
+    execution variants but ``exclude``d (backend, variant) pairs."""
+    out = []
+    for name in IMPLEMENTED:
+        if adapters.available()[name] is not None and name not in REQUIRED:
+            continue
+        backend = load_or_skip(name)
+        for variant in backend.variants:
+            if (name, variant) in exclude:
+                continue
+            label = name if len(backend.variants) == 1 else f"{name}:{variant}"
+            out.append((label, backend, variant))
+    return out
+
+
 @pytest.fixture(params=IMPLEMENTED)
 def backend(request):
     return load_or_skip(request.param)

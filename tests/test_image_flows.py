@@ -14,7 +14,7 @@ import adapters
 from adapters import canonical as C
 from adapters.image import ImageSpec, blocks
 
-from .conftest import IMPLEMENTED, REQUIRED, load_or_skip
+from .conftest import load_or_skip, matched_targets
 
 ATOL = RTOL = 1e-4
 # glow: squeeze 4x4x2 -> 2x2x8, 2 steps, split, squeeze -> 1x1x16, 2 steps;
@@ -26,15 +26,8 @@ N = 16
 
 @pytest.fixture(scope="module")
 def targets():
-    out = []
-    for name in IMPLEMENTED:
-        if adapters.available()[name] is not None and name not in REQUIRED:
-            continue
-        backend = load_or_skip(name)
-        for variant in backend.variants:
-            if (name, variant) == ("torch", "compile"):
-                continue  # compiles C++ per spec; its image path is the eager module's
-            out.append((f"{name}:{variant}", backend, variant))
+    # torch's compile variant builds C++ per spec; its image path is the eager module's
+    out = matched_targets(exclude={("torch", "compile")})
     if not out:
         pytest.skip("no matched backend is available")
     return out

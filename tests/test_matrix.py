@@ -209,3 +209,41 @@ def test_report_scaling_table_and_figure(tmp_path):
 
 def test_report_without_results_says_what_to_run(tmp_path):
     assert "flowbench run quick" in report.build(tmp_path).read_text()
+
+
+def test_image_cells_skip_peers_and_vector_archs_with_reasons():
+    m = matrix.load("images", {"backends": ["torch", "nflows"],
+                               "archs": ["glow", "realnvp", "maf"], "seeds": [0]})
+    cells = matrix.expand(m, DESCRIBED)
+    skip = {(c["backend"], c["arch"]): c.get("skip") for c in cells}
+    assert skip[("torch", "glow")] is None and skip[("torch", "realnvp")] is None
+    assert "no multi-scale image flow" in skip[("torch", "maf")]
+    assert "peer library" in skip[("nflows", "glow")]
+    glow = next(c for c in cells if c["backend"] == "torch" and c["arch"] == "glow")
+    assert (glow["image_levels"], glow["image_steps"], glow["image_hidden"]) == (2, 4, 32)
+    # vector cells carry no image fields, so their keys do not move
+    quick = matrix.expand(matrix.load("quick", {"backends": ["torch"]}), DESCRIBED)
+    assert not any("image_levels" in c for c in quick)
+
+
+def test_side_by_side_cells_get_disjoint_cpus(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert runner.cpu_slots(2, 2) == [(0, 1), (2, 3)]
+    assert runner.cpu_slots(1, 2) == [()]
+    with pytest.raises(matrix.MatrixError, match="needs 6 CPUs"):
+        runner.cpu_slots(3, 2)
+    with pytest.raises(matrix.MatrixError, match="jobs must be a positive int"):
+        matrix.load(str(write_matrix(tmp_path, "jobs = 0\n")))
+    env = runner.child_env(1, (1,))
+    assert env["FLOWBENCH_CPUS"] == "1" and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_two_jobs_run_every_cell_once(tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    m = matrix.load(str(write_matrix(tmp_path, TINY + "jobs = 2\nthreads = 1\n")))
+    summary = runner.run_matrix(m, tmp_path / "j.csv", progress=False)
+    df = results.read(tmp_path / "j.csv")
+    st = df[(df.metric == "status") & (df.kind != "calibration")]
+    assert summary.statuses == {"ok": 3} and len(st) == 3 and st.cell.is_unique
+    assert set(df[df.metric == "time"].jobs) == {2}

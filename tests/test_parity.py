@@ -19,7 +19,7 @@ import pytest
 import adapters
 from adapters import canonical as C
 
-from .conftest import ALL_ARCHS, IMPLEMENTED, REQUIRED, load_or_skip, make_spec
+from .conftest import ALL_ARCHS, make_spec, matched_targets
 
 ATOL = RTOL = 1e-4
 N_ROWS = 32  # one batch size everywhere: jitted backends compile once per spec and shape
@@ -32,16 +32,7 @@ VIA_OWN_TEST = {("torch", "compile")}
 @pytest.fixture(scope="module")
 def targets():
     """(label, backend, variant) for every available backend and each of its variants."""
-    out = []
-    for name in IMPLEMENTED:
-        if adapters.available()[name] is not None and name not in REQUIRED:
-            continue
-        backend = load_or_skip(name)
-        for variant in backend.variants:
-            if (name, variant) in VIA_OWN_TEST:
-                continue
-            label = name if len(backend.variants) == 1 else f"{name}:{variant}"
-            out.append((label, backend, variant))
+    out = matched_targets(exclude=VIA_OWN_TEST)
     if len({b.name for _, b, _ in out}) < 2:
         pytest.skip("parity needs at least two available backends")
     return out

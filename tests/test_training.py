@@ -56,3 +56,39 @@ def test_quality_rows_and_pictures(tmp_path):
     assert 0.9 < np.exp(pic["learned"]).sum() * dx * dy < 1.01
     assert 0.9 < np.exp(pic["true"]).sum() * dx * dy < 1.01
     assert pic["z"].shape == (1000, 2)
+
+
+def test_image_cell_bits_per_dim_quality_and_sample_grid(tmp_path):
+    """Glow on the embedded digits, a few steps: bits/dim with the logit Jacobian, the
+    latent's normality, two-sample rows against the validation split, a sample grid."""
+    m = matrix.load("images", {"backends": ["torch"], "archs": ["glow"], "seeds": [0],
+                               "steps": 20})
+    cell = matrix.expand(m, TORCH)[0]
+    cell.update(artifacts=str(tmp_path / "artifacts"), batches=[32], min_time=0.01,
+                image_steps=1, image_hidden=8, eval_every=10, null_draws=3, metric_n=200)
+    rows = _run(cell, tmp_path)
+    assert rows[rows.metric == "status"].status.tolist() == ["ok"], rows.error.tolist()
+    by = rows.set_index("metric")
+    bpd, nll = by.loc["test_bpd", "value"], by.loc["test_nll", "value"]
+    assert 0 < bpd < np.log2(17) + 3  # an untrained flow on 17-level pixels: a few bits
+    np.testing.assert_allclose(nll, bpd * 64 * np.log(2), rtol=1e-9)
+    assert rows.dim.dropna().iloc[0] == 64
+    for metric in ("normality_henze_zirkler", "two_sample_mmd_rbf",
+                   "invertibility_max_abs"):
+        assert np.isfinite(by.loc[metric, "value"]), metric
+    assert "validation" in by.loc["two_sample_ks_mean", "detail"]
+    curve = rows[rows.metric == "curve_val_nll"]
+    assert curve.step.tolist() == [10, 20] and np.isfinite(curve.value).all()
+    pic = np.load(tmp_path / "artifacts" / f"{cell['key']}.npz")
+    assert pic["samples"].shape == (64, 8, 8, 1) and pic["samples"].dtype == np.uint8
+    assert pic["samples"].max() <= 16 and int(pic["levels"]) == 17
+    timed = rows[(rows.metric == "time") & (rows.statistic == "median")]
+    assert set(timed.op) == {"log_prob", "sample", "train_step"}
+    assert np.isfinite(rows[rows.metric == "gflops"].value).all()
+    # the report: a bits/dim table and the digit sample grid
+    from benchmarks import report, results
+    results.append(tmp_path / "images.csv", rows.assign(run_id="r", matrix="images")
+                   .to_dict("records"))
+    text = report.build(tmp_path).read_text()
+    assert "test bits/dim" in text and "samples_digits.png" in text
+    assert (tmp_path / "samples_digits.png").stat().st_size > 1000

@@ -20,7 +20,10 @@ from .base import Offer
 from .torch_common import TorchPeerBackend
 
 _MADE = ("MADE with one hidden width (the first of spec.hidden) and len(hidden) - 1 "
-         "masked feedforward blocks, not residual (nflows' default is residual)")
+         "masked feedforward blocks, not residual (nflows' default is residual). Its "
+         "initial masked layer has no activation after it: len(hidden) - 1 ReLUs where "
+         "canonical has len(hidden), the first two layers composing to one linear map, "
+         "and one activation fewer per pass")
 _COUPLING_MASKS = "canonical split: identity on the first dim//2, then the last dim//2"
 _SPLINE = ("3K-1 parameters, linear tails, boundary slope 1, min width/height 1e-3 as "
            "canonical; the width and height logits are divided by sqrt(hidden width)")

@@ -38,7 +38,12 @@ _MLP_NETS = ("separate s and t nets, each nf.nets.MLP([dim, *spec.hidden, dim]) 
              "from the identity half to shift and scale, small random output layer")
 _MADE = ("MADE (feedforward, use_residual_blocks=False; normflows' default is residual) "
          "of one width hidden[0] and num_blocks = len(hidden) - 1, i.e. len(hidden) "
-         "hidden layers; cyclic hidden degrees as canonical; input order always natural")
+         "hidden layers; cyclic hidden degrees as canonical; input order always natural. "
+         "Its first masked layer has no activation after it (nflows' MADE, copied): "
+         "len(hidden) - 1 ReLUs where canonical has len(hidden), so the first two layers "
+         "compose to one linear map and each pass skips one activation (at 2x128 and "
+         "batch 4096, about a fifth of torch's log_prob time, measured with "
+         "torch.profiler)")
 _RES_MADE = ("residual MADE (AutoregressiveRationalQuadraticSpline hard-codes "
              "use_residual_blocks=True): width hidden[0], num_blocks = len(hidden) residual "
              "blocks (normflows' examples pass the hidden-layer count there); final layer "

@@ -41,7 +41,10 @@ class Conditioned(nn.Module):
         self.net = nn.ModuleList(
             Linear(fi, fo, None if masks is None else masks[k])
             for k, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:])))
-        self.act = torch.relu if spec.activation == "relu" else torch.tanh
+        # in place: the layer's output is fresh and neither backward needs it as it was
+        # (addmm's needs its inputs, relu's and tanh's their own output); measured on MAF
+        # 5x(2x128) log_prob at batch 4096, a new tensor per activation cost about 8%
+        self.act = torch.relu_ if spec.activation == "relu" else torch.tanh_
         self.P = block.params_per_dim
         if block.kind == "coupling":
             self.register_buffer("A", torch.tensor(block.identity), persistent=False)
