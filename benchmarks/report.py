@@ -145,6 +145,7 @@ def quality_section(df, out_dir: Path) -> list[str]:
              "matrix); NLL in nats in the data's units, mean over seeds ± std where there "
              "are several.", ""]
     for ds, g in tr.groupby("dataset"):
+        g = _label_depths(g)
         ok = g[g["status"] == "ok"]
         seeds = _ok(ok, "test_nll").groupby(["arch", "column"])["value"]
         t = (seeds.mean().map("{:.4f}".format) + seeds.apply(
@@ -159,6 +160,12 @@ def quality_section(df, out_dir: Path) -> list[str]:
             lines += [f"Adam steps run: {int(steps.min())} to {int(steps.max())} "
                       "(early stopping on validation NLL where the matrix sets patience)."]
         lines += ["", t.fillna("").to_markdown(), ""]
+        spread = _spread_table(_ok(ok, "test_nll"))
+        if len(spread):
+            lines += ["Spread of test NLL between backends (std over backends of their "
+                      "mean over seeds) against the spread between seeds (std over seeds, "
+                      "averaged over backends); matched training should keep the first "
+                      "within the second:", "", spread.to_markdown(floatfmt=".4f"), ""]
         bpd = _ok(ok, "test_bpd").groupby(["arch", "column"])["value"]
         if len(bpd.size()):
             b = (bpd.mean().map("{:.4f}".format) + bpd.apply(
@@ -176,12 +183,14 @@ def quality_section(df, out_dir: Path) -> list[str]:
                                     "normality_mardia_kurtosis_abs_z"], "null_q95")
         if len(norm):
             n_used = _ok(ok, "normality_henze_zirkler")["n_used"]
+            multi = (f"Henze-Zirkler and Mardia on {int(n_used.max())} rows; KS on all. HZ "
+                     "and Mardia are affine invariant: only KS sees a shifted or scaled "
+                     "latent." if len(n_used) else "One dimension: KS and Anderson-Darling "
+                     "only.")
             lines += ["Normality of z = f^-1(x_test): statistic (95th percentile of the "
                       "same statistic on true N(0, I) draws of the same size; above it, "
-                      f"the latent is detectably not normal). Henze-Zirkler and Mardia on "
-                      f"{int(n_used.max()) if len(n_used) else '?'} rows; KS on all. HZ and "
-                      "Mardia are affine invariant: only KS sees a shifted or scaled "
-                      "latent.", "", norm.to_markdown(), ""]
+                      f"the latent is detectably not normal). {multi}", "",
+                      norm.to_markdown(), ""]
         two = _with_reference(ok, ["two_sample_sliced_wasserstein", "two_sample_ks_mean",
                                    "two_sample_corr_frobenius", "two_sample_mmd_rbf"],
                               "reference")
@@ -193,6 +202,27 @@ def quality_section(df, out_dir: Path) -> list[str]:
                       two.to_markdown(), ""]
         lines += _quality_figures(ok, out_dir, ds)
     return lines
+
+
+def _label_depths(g: pd.DataFrame) -> pd.DataFrame:
+    """An arch trained at several depths in one dataset is several rows: "maf x1"."""
+    depths = g.groupby("arch")["layers"].transform("nunique")
+    label = g["arch"] + " x" + g["layers"].astype("Int64").astype(str)
+    return g.assign(arch=np.where(depths > 1, label, g["arch"]))
+
+
+def _spread_table(nll: pd.DataFrame) -> pd.DataFrame:
+    by = nll.groupby(["arch", "column"])["value"]
+    means, stds, counts = by.mean(), by.std(ddof=1), by.size()
+    rows = {}
+    for arch in means.index.get_level_values("arch").unique():
+        m, sd, n = means[arch], stds[arch], counts[arch]
+        if len(m) < 2 or (n < 2).any():
+            continue
+        between, within = float(m.std(ddof=1)), float(sd.mean())
+        rows[arch] = {"backends": len(m), "seeds": int(n.min()), "between backends": between,
+                      "between seeds": within, "within": "yes" if between <= within else "NO"}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _quality_figures(g, out_dir: Path, ds: str) -> list[str]:

@@ -1,9 +1,11 @@
 """Canonical blocks as distrax bijectors, each oriented x -> z (forward = density direction).
 
 From distrax as shipped: ScalarAffine (additive, affine, ActNorm, NICE scale),
-RationalQuadraticSpline, MaskedCoupling, LowerUpperTriangularAffine, Block, Chain, Inverse.
-Written here because distrax has no such piece: the deep sigmoidal transformer and its
-bisection inverse, a MADE autoregressive layer with its sequential inverse, a permutation.
+RationalQuadraticSpline, LowerUpperTriangularAffine, Block, Chain, Inverse. Written here
+because distrax has no such piece: the deep sigmoidal transformer and its bisection
+inverse, a MADE autoregressive layer with its sequential inverse, a permutation; and a
+coupling that transforms only its B half (distrax.MaskedCoupling transforms all, see
+SplitCoupling).
 
 distrax's RationalQuadraticSpline computes the canonical spline once its parameters are
 mapped: its minimum bin size is absolute (canonical: a fraction 1e-3 of the interval, so
@@ -139,6 +141,29 @@ class MaskedAutoregressive(distrax.Bijector):
             return jax.lax.fori_loop(0, self.dim, body, init)
 
 
+class SplitCoupling(distrax.Bijector):
+    """v_A = u_A, v_B = g(u_B; theta(u_A)). distrax.MaskedCoupling runs the transformer on
+    every dimension (the masked ones with dummy parameters) and then masks: twice the
+    spline work at even dim, measured 2.1x tfp-jax's RealNVP in nsf log_prob (dim 2,
+    batch 1024). This one transforms only B."""
+
+    def __init__(self, A, B, conditioner, make):
+        super().__init__(event_ndims_in=1)
+        self.A, self.B, self.conditioner, self.make = A, B, conditioner, make
+
+    def _apply(self, x, inverse: bool):
+        g = self.make(self.conditioner(x[:, self.A]))
+        fn = g.inverse_and_log_det if inverse else g.forward_and_log_det
+        v, ld = fn(x[:, self.B])
+        return x.at[:, self.B].set(v), ld.sum(-1)
+
+    def forward_and_log_det(self, x):
+        return self._apply(x, inverse=False)
+
+    def inverse_and_log_det(self, y):
+        return self._apply(y, inverse=True)
+
+
 class Permute(distrax.Bijector):
     """(P y)_i = y[perm[i]]."""
 
@@ -180,14 +205,11 @@ def block_bijector(block: C.Block, params: dict, spec, counter: PassCounter) -> 
     if block.kind == "coupling":
         A, B = np.asarray(block.identity), np.asarray(block.transformed)
 
-        def conditioner(masked):
-            out = mlp(params, block, None, act, masked[:, A], counter)
-            theta = jnp.zeros(masked.shape + (P,), masked.dtype)
-            return theta.at[:, B].set(out.reshape(out.shape[0], len(B), P))
+        def conditioner(u_a):
+            out = mlp(params, block, None, act, u_a, counter)
+            return out.reshape(out.shape[0], len(B), P)
 
-        mask = np.zeros(block.dim, bool)
-        mask[A] = True
-        core = distrax.MaskedCoupling(jnp.asarray(mask), conditioner, make)
+        core = SplitCoupling(A, B, conditioner, make)
     else:
         def theta_fn(u):
             out = mlp(params, block, masks, act, u, counter)
