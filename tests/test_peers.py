@@ -67,10 +67,10 @@ def test_short_training_lowers_nll(peer, arch):
     ds = datasets.load("eq39", n_train=4096, n_val=0, n_test=1024, seed=0)
     mean, std = ds.train.mean(0), ds.train.std(0)
     train, test = (ds.train - mean) / std, (ds.test - mean) / std
-    flow = offered(peer, arch, hidden=(32, 32), train=adapters.TrainConfig(lr=3e-3))
+    flow = offered(peer, arch, hidden=(32, 32), train=adapters.TrainConfig(lr=5e-3))
     before = -np.mean(flow.log_prob(test))
     rng = np.random.default_rng(0)
-    for _ in range(120):
+    for _ in range(60):  # a spline peer takes up to 0.5 s a step on 2 busy cores
         assert np.isfinite(flow.train_step(train[rng.integers(0, len(train), 128)]))
     after = -np.mean(flow.log_prob(test))
     assert after < before - 0.1, (before, after)
