@@ -68,16 +68,13 @@ class ImagePrep:
         y, log_jac = self.deq.transform(rows, rng)
         return y, -float(log_jac.mean())
 
-    def __call__(self, x, noise=None):
-        return self.deq.transform(x, self.seed + 99 if noise is None else noise)[0]
+    def transform(self, x):
+        """(y, log|dy/du|) with the evaluation's one seeded dequantisation draw."""
+        return self.deq.transform(x, self.seed + 99)
 
-    def log_density(self, flow, backend, x, noise=None) -> np.ndarray:
-        y, log_jac = self.deq.transform(x, self.seed + 99 if noise is None else noise)
+    def log_density(self, flow, backend, x) -> np.ndarray:
+        y, log_jac = self.transform(x)
         return backend.to_numpy(flow.log_prob(y)).astype(np.float64) + log_jac
-
-
-def _log_density(flow, backend, x, prep) -> np.ndarray:
-    return prep.log_density(flow, backend, x)
 
 
 def fit(flow, backend, ds, cell: dict, rows, prep=None):
@@ -107,7 +104,7 @@ def fit(flow, backend, ds, cell: dict, rows, prep=None):
         running = []
         if not has_val:
             continue
-        val = -_log_density(flow, backend, ds.val, std).mean()
+        val = -std.log_density(flow, backend, ds.val).mean()
         rows.add("curve_val_nll", val, "nats", step=step, wall_s=wall)
         if val < best:
             best, best_step, stale = val, step, 0
@@ -135,7 +132,7 @@ def evaluate(flow, backend, ds, cell: dict, rows, std: Standardizer) -> None:
     """Test NLL (and the gap to the target's entropy), normality of the latent against
     its null at the same n, two-sample distances of flow samples against held-out data
     with the level two draws of the target reach, and the round-trip error."""
-    lp = _log_density(flow, backend, ds.test, std)
+    lp = std.log_density(flow, backend, ds.test)
     res = metrics.nll(lp, ds.dim)
     rows.add("test_nll", res["nll"], "nats", statistic="mean", stderr=res["stderr"])
     rows.add("test_nll_per_dim", res["nll_per_dim"], "nats", statistic="mean",
@@ -195,7 +192,7 @@ def save_pictures(flow, backend, ds, std: Standardizer, z, cell: dict) -> None:
     axes = [np.linspace(lo[i] - pad[i], hi[i] + pad[i], GRID) for i in range(2)]
     xx, yy = np.meshgrid(*axes)
     pts = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
-    learned = _log_density(flow, backend, pts, std).reshape(GRID, GRID)
+    learned = std.log_density(flow, backend, pts).reshape(GRID, GRID)
     true = (ds.log_prob(pts).reshape(GRID, GRID) if ds.log_prob is not None
             else np.full((GRID, GRID), np.nan))
     _save(cell, x=axes[0], y=axes[1], learned=learned, true=true,
@@ -225,7 +222,7 @@ def evaluate_images(flow, backend, images, cell: dict, rows, prep: ImagePrep) ->
     latent's normality, two-sample distances in the flow's (logit) space against the
     validation split as the reference level, the round trip, and a grid of samples."""
     deq, D = prep.deq, images.dim
-    y, log_jac = deq.transform(images.test, cell["seed"] + 99)
+    y, log_jac = prep.transform(images.test)
     lp_y = backend.to_numpy(flow.log_prob(y)).astype(np.float64)
     bpd = metrics.bits_per_dim(lp_y, D, levels=deq.levels, logit_alpha=deq.alpha,
                                log_jacobian=log_jac)
