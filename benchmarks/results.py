@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
@@ -49,12 +50,24 @@ def ordered(df: pd.DataFrame) -> pd.DataFrame:
     return df[cols]
 
 
+def _key_text(col: pd.Series) -> pd.Series:
+    """A key column as text that does not depend on how the row arrived: a CSV reads an
+    empty op back as NaN and an int batch as 16.0 once a column holds a gap."""
+    def text(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+    return col.map(text)
+
+
 def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     """The latest row of each measurement (by file order, then time stamp)."""
     if df.empty:
         return df
     key = [c for c in ROW_KEY if c in df]
-    filled = df[key].astype(str)
+    filled = pd.DataFrame({c: _key_text(df[c]) for c in key})
     return df[~filled.duplicated(keep="last")].reset_index(drop=True)
 
 

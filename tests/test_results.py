@@ -1,0 +1,126 @@
+"""Results files keep every measurement: one row per (cell, op, metric, statistic, batch,
+step), whichever way the rows arrive (appended, re-measured with --force, run as shards
+and merged, read back from CSV and appended again)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+import pytest
+
+from benchmarks import cli, results
+
+ROW = dict(cell="a", backend="torch", op="log_prob", metric="time", statistic="median",
+           batch=16, value=1.0, status="ok")
+
+
+def _keys(df: pd.DataFrame) -> list[tuple]:
+    key = [c for c in results.ROW_KEY if c in df]
+    text = pd.DataFrame({c: results._key_text(df[c]) for c in key})
+    return sorted(text.itertuples(index=False, name=None))
+
+
+def test_every_batch_size_and_step_of_a_cell_is_its_own_row(tmp_path):
+    path = tmp_path / "r.csv"
+    rows = [{**ROW, "batch": b, "value": float(b)} for b in (1, 16, 256)]
+    rows += [{**ROW, "op": "train_step", "metric": "curve_val_nll", "batch": 64,
+              "step": s, "value": -s} for s in (10, 20, 30)]
+    results.append(path, rows)
+    df = results.read(path)
+    times = df[df.metric == "time"].set_index("batch")["value"]
+    assert times.to_dict() == {1: 1.0, 16: 16.0, 256: 256.0}
+    assert df[df.metric == "curve_val_nll"].set_index("step")["value"].to_dict() == {
+        10: -10, 20: -20, 30: -30}
+
+
+def test_a_measurement_taken_again_replaces_the_old_one(tmp_path):
+    """Read back from CSV, numbers come as floats and an empty op as NaN; the same
+    measurement written again must still replace, not duplicate, the old row."""
+    path = tmp_path / "r.csv"
+    status = {**ROW, "op": "", "metric": "status", "statistic": "value", "batch": None,
+              "value": float("nan")}
+    results.append(path, [ROW, status])
+    results.append(path, [{**ROW, "value": 2.0}, status])
+    results.append(path, [{**ROW, "batch": 16.0, "value": 3.0}])
+    df = results.read(path)
+    assert len(df) == 2
+    assert df[df.metric == "time"].value.tolist() == [3.0]
+    assert (df.metric == "status").sum() == 1
+
+
+def test_replace_cells_drops_every_old_row_of_the_cell_only(tmp_path):
+    path = tmp_path / "r.csv"
+    results.append(path, [{**ROW, "batch": b} for b in (16, 32)] + [{**ROW, "cell": "b"}])
+    results.append(path, [{**ROW, "batch": 64, "value": 9.0}], replace_cells=["a"])
+    df = results.read(path)
+    assert sorted(zip(df.cell, df.batch)) == [("a", 64), ("b", 16)]
+
+
+def test_merge_keeps_the_union_and_the_later_file_wins(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    results.append(a, [{**ROW, "batch": 16}, {**ROW, "batch": 32}])
+    results.append(b, [{**ROW, "batch": 32, "value": 5.0}, {**ROW, "cell": "c"}])
+    merged = results.merge([a, b], tmp_path / "m.csv")
+    got = {(r.cell, r.batch): r.value for r in merged.itertuples()}
+    assert got == {("a", 16): 1.0, ("a", 32): 5.0, ("c", 16): 1.0}
+    assert _keys(results.read(tmp_path / "m.csv")) == _keys(merged)
+
+
+TWO_BATCHES = """
+kind = "time"
+backends = ["torch"]
+archs = ["maf", "nice"]
+layers = 1
+hidden = [4]
+ops = ["log_prob", "sample"]
+dims = [2]
+batches = [16, 32]
+min_time = 0.0
+min_repeats = 2
+timeout = 120
+"""
+
+
+def _measured(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows a cell measured: everything but calibration, one run's ids and stamps."""
+    return df[df.kind != "calibration"]
+
+
+def test_batches_survive_force_and_shards_end_to_end(tmp_path):
+    """A matrix with two batch sizes run whole, then again with --force, then as two
+    shards merged: every (cell, op, batch) time is present once each way."""
+    m = tmp_path / "tiny.toml"
+    m.write_text(TWO_BATCHES)
+    run = ["run", str(m)]
+    whole = tmp_path / "whole"
+    assert cli.main([*run, "--out", str(whole)]) == 0
+    first = _measured(results.read(whole / "tiny.csv"))
+    want = {(arch, op, batch) for arch, op, batch in
+            itertools.product(["maf", "nice"], ["log_prob", "sample"], [16, 32])}
+    med = first[(first.metric == "time") & (first.statistic == "median")]
+    assert set(zip(med.arch, med.op, med.batch.astype(int))) == want and len(med) == len(want)
+
+    assert cli.main([*run, "--out", str(whole), "--force"]) == 0
+    forced = _measured(results.read(whole / "tiny.csv"))
+    assert _keys(forced) == _keys(first)
+    assert forced.run_id.nunique() == 1 and set(forced.run_id) != set(first.run_id)
+
+    shards = tmp_path / "shards"
+    for i in (1, 2):
+        assert cli.main([*run, "--out", str(shards), "--shard", f"{i}/2"]) == 0
+    parts = sorted(shards.glob("tiny.shard-*.csv"))
+    assert len(parts) == 2
+    assert cli.main(["merge", *map(str, parts), "--out", str(tmp_path / "merged.csv")]) == 0
+    merged = _measured(results.read(tmp_path / "merged.csv"))
+    assert _keys(merged) == _keys(first)
+
+
+@pytest.mark.parametrize("column", results.ROW_KEY)
+def test_every_key_column_is_needed(column, tmp_path):
+    """Two rows that differ only in one key column are two measurements."""
+    other = {"cell": "b", "backend": "jax", "op": "sample", "metric": "passes",
+             "statistic": "iqr", "batch": 32, "step": 7}[column]
+    path = tmp_path / "r.csv"
+    results.append(path, [{**ROW, "step": 1}, {**ROW, "step": 1, column: other}])
+    assert len(results.read(path)) == 2
