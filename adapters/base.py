@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import (DeviceError, DTypeError, InvalidInput, NonFiniteError, ShapeError,
-                     UnsupportedSpec)
+                     UnsupportedOp, UnsupportedSpec)
 from .spec import FlowSpec
 
 
@@ -101,6 +101,10 @@ class Flow:
     def _inverse(self, x): ...
     def _forward(self, z): ...
     def _sample(self, n: int, seed: int): ...
+
+    def _base_sample(self, n: int, seed: int):
+        raise UnsupportedOp(f"backend {self.backend.name} does not expose the base draws "
+                            f"of its sample op")
     def _train_step(self, x) -> float: ...
     def _gradients(self, x) -> dict: ...
 
@@ -121,12 +125,22 @@ class Flow:
 
     def sample(self, n: int, seed: int = 0, native: bool = False):
         """n draws as a numpy array (a native array with native=True)."""
+        out = self._sample(*self._draws(n, seed))
+        return out if native else self.backend.to_numpy(out)
+
+    def base_sample(self, n: int, seed: int = 0, native: bool = False):
+        """The n base-distribution draws that ``sample(n, seed)`` pushes through
+        ``forward``: sample(n, seed) == forward(base_sample(n, seed))[0]."""
+        out = self._base_sample(*self._draws(n, seed))
+        return out if native else self.backend.to_numpy(out)
+
+    @staticmethod
+    def _draws(n, seed) -> tuple[int, int]:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InvalidInput(f"sample needs a positive int n, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InvalidInput(f"seed must be an int, got {seed!r}")
-        out = self._sample(int(n), int(seed))
-        return out if native else self.backend.to_numpy(out)
+        return int(n), int(seed)
 
     def train_step(self, x) -> float:
         native, _ = self._accept(x, "x")

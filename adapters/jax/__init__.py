@@ -83,9 +83,11 @@ class Model:
         z, ld = self.to_latent(train, fixed, x)
         return self.base().log_prob(z) + ld
 
+    def base_sample(self, key, n):
+        return self.base().sample(seed=key, sample_shape=(n,))
+
     def sample(self, train, fixed, key, n):
-        z = self.base().sample(seed=key, sample_shape=(n,))
-        return self.to_data(train, fixed, z)[0]
+        return self.to_data(train, fixed, self.base_sample(key, n))[0]
 
 
 def _adam(clip: bool):
@@ -201,8 +203,14 @@ class JaxFlow(Flow):
     def _forward(self, z):
         return self._call("forward", z)
 
+    def _key(self, seed):
+        return jax.device_put(jax.random.key(seed), self._device)
+
     def _sample(self, n, seed):
-        return self._call("sample", jax.device_put(jax.random.key(seed), self._device), n)
+        return self._call("sample", self._key(seed), n)
+
+    def _base_sample(self, n, seed):
+        return self.model.base_sample(self._key(seed), n)
 
     def _initialize(self, x):
         if isinstance(self.spec, ImageSpec):

@@ -60,9 +60,11 @@ class JaxImageModel:
     def log_prob(self, train, fixed, x):
         return self.math.log_prob({**train, **fixed}, x)
 
+    def base_sample(self, key, n):
+        return jax.random.normal(key, (n, self.spec.dim), jnp.float32)
+
     def sample(self, train, fixed, key, n):
-        z = jax.random.normal(key, (n, self.spec.dim), jnp.float32)
-        return self.to_data(train, fixed, z)[0]
+        return self.to_data(train, fixed, self.base_sample(key, n))[0]
 
     def actnorm_init(self, train, fixed, x) -> dict:
         return self.math.actnorm_init({**train, **fixed}, x)

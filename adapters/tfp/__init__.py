@@ -86,6 +86,10 @@ class Model:
     def sample(self, params, n, seed):
         return self.distribution(params).sample(n, seed=seed)
 
+    def base_sample(self, n, seed):
+        """The draws TransformedDistribution.sample makes: it hands the seed to the base."""
+        return self.base().sample(n, seed=seed)
+
 
 def _signature(spec: FlowSpec):
     return {k: tf.TensorSpec(shape, tf.int64 if dtype == "int64" else tf.float32)
@@ -186,6 +190,9 @@ class TfpFlow(Flow):
 
     def _sample(self, n, seed):
         return self._call("sample", n, tf.constant([seed, 0], tf.int32))
+
+    def _base_sample(self, n, seed):
+        return self.model.base_sample(n, tf.constant([seed, 0], tf.int32))
 
     def _make_step(self):
         m, counter = self.model, self.model.counter

@@ -63,9 +63,11 @@ class TfImageModel:
     def log_prob(self, params, x):
         return self.math.log_prob(params, x)
 
+    def base_sample(self, n, seed):
+        return tf.random.stateless_normal([n, self.spec.dim], seed, dtype=tf.float32)
+
     def sample(self, params, n, seed):
-        z = tf.random.stateless_normal([n, self.spec.dim], seed, dtype=tf.float32)
-        return self.to_data(params, z)[0]
+        return self.to_data(params, self.base_sample(n, seed))[0]
 
     def actnorm_init(self, params, x) -> dict:
         return self.math.actnorm_init(params, x)

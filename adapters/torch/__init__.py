@@ -248,10 +248,12 @@ class TorchFlow(Flow):
     def _forward(self, z):
         return self._run("forward", z)
 
-    def _sample(self, n, seed):
+    def _base_sample(self, n, seed):
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        z = self.module.base_sample(n, gen, self.device)
-        return self._run("sample", z)[0]
+        return self.module.base_sample(n, gen, self.device)
+
+    def _sample(self, n, seed):
+        return self._run("sample", self._base_sample(n, seed))[0]
 
     def _initialize(self, x):
         self.module.initialize(x)
