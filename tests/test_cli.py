@@ -5,7 +5,6 @@ import pandas as pd
 
 import adapters
 from benchmarks import cli
-from benchmarks.timing import measure
 
 
 def test_list(capsys):
@@ -63,22 +62,16 @@ def test_diverging_training_is_a_failed_row(tmp_path, monkeypatch):
     assert rows.set_index("metric").loc["diverged_step", "value"] == 1
 
 
-def test_measure_blocks_every_call_and_counts():
-    calls, blocked = [], []
-    stats = measure(lambda: calls.append(1) or len(calls), blocked.append, min_repeats=7,
-                    min_time=0.0)
-    assert stats["repeats"] == 7 and len(calls) == len(blocked) == 9  # first + warm-up + 7
-    assert stats["min"] <= stats["median"] and stats["first"] >= 0
-
-
 def test_compile_time_table(tmp_path, capsys):
-    assert cli.main(["compile-time", "--backends", "torch", "--archs", "maf", "--dims", "2",
+    """jax compiles each op on its first call: that call, not the steady median, holds
+    the compile (tens of milliseconds against microseconds of a 2-layer MAF at batch 16)."""
+    assert cli.main(["compile-time", "--backends", "jax", "--archs", "maf", "--dims", "2",
                      "3", "--layers", "2", "--batch", "16", "--out", str(tmp_path)]) == 0
     df = pd.read_csv(tmp_path / "compile_time.csv")
     assert len(df) == 2 * 5 and set(df.dim) == {2, 3}
     sample = df[df.op == "sample"].set_index("dim")["passes"]
     assert list(sample.loc[[2, 3]]) == [4, 6]  # layers x dim sequential passes
-    assert (df.compile_s >= 0).all() and (df.median_s > 0).all()
+    assert (df.compile_s > 10 * df.median_s).all(), df[["op", "compile_s", "median_s"]]
     assert "compile_s (dim 2)" in (tmp_path / "compile_time.md").read_text()
 
 

@@ -330,3 +330,17 @@ BAD = [
 def test_bad_input_raises_a_named_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_mmd_is_the_unbiased_estimate_computed_by_hand():
+    """X = {0, 1}, Y = {0, 2, 3} in 1-D, h = 1, k(a, b) = exp(-(a - b)^2 / 2):
+    MMD^2_u = mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean k(x_i, y_j).
+    The biased estimate (diagonal kept) is 0.38 larger here."""
+    e = np.exp
+    xx = e(-0.5)                                   # the one pair of X
+    yy = (e(-2.0) + e(-4.5) + e(-0.5)) / 3         # the three pairs of Y
+    xy = (1 + e(-2.0) + e(-4.5) + e(-0.5) + e(-0.5) + e(-2.0)) / 6
+    r = M.mmd_rbf(np.array([[0.0], [1.0]]), np.array([[0.0], [2.0], [3.0]]), bandwidth=1.0,
+                  max_n=None)
+    assert r["value"] == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+    assert (r["n_x"], r["n_y"]) == (2, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks import matrix, worker
 
@@ -38,24 +39,50 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
 
 
 def test_quality_rows_and_pictures(tmp_path):
+    """Quality rows checked against numbers computed here another way: test NLL from the
+    saved density grid interpolated at the test points, the mean KS statistic from scipy
+    on the saved latent, and the relations between rows."""
+    import datasets
+    from scipy import stats
+    from scipy.interpolate import RegularGridInterpolator
+
     cell = _cell(tmp_path, eval_every=20, null_draws=5, metric_n=500)
     rows = _run(cell, tmp_path)
     assert rows[rows.metric == "status"].status.tolist() == ["ok"]
     by = rows.set_index("metric")
-    for metric in ("test_nll", "entropy_gap", "normality_ks_mean",
-                   "normality_henze_zirkler", "two_sample_mmd_rbf",
-                   "two_sample_sliced_wasserstein", "invertibility_max_abs"):
-        assert np.isfinite(by.loc[metric, "value"]), metric
-    assert np.isfinite(by.loc["normality_ks_mean", "null_q95"])
-    assert np.isfinite(by.loc["two_sample_ks_mean", "reference"])
+    pic = np.load(tmp_path / "artifacts" / f"{cell['key']}.npz")
+    ds = datasets.load(cell["dataset"], n_train=2000, n_val=500, n_test=1000, seed=0)
+    grid = RegularGridInterpolator((pic["y"], pic["x"]), pic["learned"], bounds_error=False,
+                                   fill_value=None)
+    nll, se = by.loc["test_nll", ["value", "stderr"]]
+    assert nll == pytest.approx(-grid(ds.test[:, ::-1]).mean(), abs=0.01)
+    assert se == pytest.approx(np.std(grid(ds.test[:, ::-1]), ddof=1) / np.sqrt(1000),
+                               rel=0.05)
+    assert by.loc["test_nll_per_dim", "value"] == pytest.approx(nll / 2, rel=1e-12)
+    assert by.loc["target_entropy", "value"] == pytest.approx(3.531024, abs=1e-5)
+    assert by.loc["entropy_gap", "value"] == pytest.approx(nll - 3.531024, abs=1e-5)
+    # 60 Adam steps from near-identity: well above the entropy, well below the start
+    assert 0.05 < by.loc["entropy_gap", "value"] < 1.0
+    assert by.loc["best_val_nll", "value"] == pytest.approx(nll, abs=4 * se)
+
+    z = pic["z"].astype(np.float64)
+    assert z.shape == (1000, 2)
+    ks = np.mean([stats.kstest(z[:, i], "norm").statistic for i in range(2)])
+    assert by.loc["normality_ks_mean", "value"] == pytest.approx(ks, rel=1e-5)
+    # the null: KS of 1000 true normal draws; its 95th percentile near 1.36 / sqrt(n)
+    assert 0.02 < by.loc["normality_ks_mean", "null_q95"] < 1.36 / np.sqrt(1000) + 0.01
+    assert 0.7 < by.loc["normality_henze_zirkler", "null_q95"] < 1.4  # HZ ~ 1 under H0
+    assert by.loc["normality_henze_zirkler", "n_used"] == 500
+    for metric in ("sliced_wasserstein", "ks_mean", "corr_frobenius", "mmd_rbf"):
+        value, ref = by.loc[f"two_sample_{metric}", ["value", "reference"]]
+        assert np.isfinite(value) and np.isfinite(ref) and abs(ref) < 0.5, metric
+        assert "n_X=500, n_Y=500, n_ref=500" in by.loc[f"two_sample_{metric}", "detail"]
     assert by.loc["invertibility_max_abs", "value"] < 1e-4
     assert rows[rows.metric == "curve_val_nll"].step.tolist() == [20, 40, 60]
-    pic = np.load(tmp_path / "artifacts" / f"{cell['key']}.npz")
     dx, dy = pic["x"][1] - pic["x"][0], pic["y"][1] - pic["y"][0]
     # the grid covers the test data's 0.5-99.5 percentile box, padded: nearly all mass
     assert 0.9 < np.exp(pic["learned"]).sum() * dx * dy < 1.01
     assert 0.9 < np.exp(pic["true"]).sum() * dx * dy < 1.01
-    assert pic["z"].shape == (1000, 2)
 
 
 def test_image_cell_bits_per_dim_quality_and_sample_grid(tmp_path):
