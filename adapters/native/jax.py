@@ -47,6 +47,7 @@ class JaxArrays:
         return jax.device_put(np.asarray(a, dtype=np.float32), dev)
 
     def block(self, a):
+        """jax.block_until_ready walks the output's pytree: every array is waited for."""
         return jax.block_until_ready(a)
 
     def native_check(self, a):

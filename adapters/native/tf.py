@@ -64,7 +64,9 @@ class TFArrays:
             return tf.convert_to_tensor(np.asarray(a, dtype=np.float32))
 
     def block(self, a):
-        if GPUS:  # CPU kernels run synchronously; GPU ones are queued
+        """Eager CPU kernels have finished when they return; GPU ones are queued, and one
+        sync waits for all of them, whatever the nesting of the output."""
+        if GPUS:
             tf.test.experimental.sync_devices()
         return a
 

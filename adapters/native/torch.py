@@ -7,6 +7,7 @@ import torch
 
 from ..base import parse_device
 from ..errors import DeviceError
+from . import leaves
 
 
 class TorchArrays:
@@ -41,8 +42,9 @@ class TorchArrays:
         return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
 
     def block(self, a):
-        if isinstance(a, torch.Tensor) and a.is_cuda:
-            torch.cuda.synchronize(a.device)
+        """Wait for every CUDA device that holds an array of the (nested) output."""
+        for device in {t.device for t in leaves(a) if getattr(t, "is_cuda", False)}:
+            torch.cuda.synchronize(device)
         return a
 
     def native_check(self, a):
