@@ -57,15 +57,19 @@ def _ok(df, metric, statistic=None):
     return df[sel]
 
 
+def _pivot(rows: pd.DataFrame, aggfunc="last") -> pd.DataFrame:
+    return rows.pivot_table(index="arch", columns="column", values="value", aggfunc=aggfunc)
+
+
 def time_table(df: pd.DataFrame, op: str, dim, batch) -> pd.DataFrame:
     """arch x backend(/variant): 'median ms ±IQR (x ratio to the row's fastest)'."""
     sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
-    med = _ok(df[sel], "time", "median").pivot_table(index="arch", columns="column",
-                                                    values="value", aggfunc="last")
-    iqr = _ok(df[sel], "time", "iqr").pivot_table(index="arch", columns="column",
-                                                 values="value", aggfunc="last")
+    times = _label(_ok(df[sel], "time"), ("dim",), context=_measured(df))
+    med = _pivot(times[times["statistic"] == "median"])
     if med.empty:
         return med
+    iqr = _pivot(times[times["statistic"] == "iqr"]).reindex(index=med.index,
+                                                            columns=med.columns)
     ratio = med.div(med.min(axis=1), axis=0)
     out = med.copy().astype(object)
     for a in med.index:
@@ -78,8 +82,7 @@ def time_table(df: pd.DataFrame, op: str, dim, batch) -> pd.DataFrame:
 
 def single_table(df, metric, op, dim, batch, scale=1.0, fmt="{:.3g}", statistic=None):
     sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
-    t = _ok(df[sel], metric, statistic).pivot_table(index="arch", columns="column",
-                                                   values="value", aggfunc="last") * scale
+    t = _pivot(_label(_ok(df[sel], metric, statistic), ("dim",), context=_measured(df))) * scale
     return t.map(lambda v: "" if pd.isna(v) else fmt.format(v))
 
 
@@ -92,7 +95,7 @@ def passes_table(df) -> pd.DataFrame:
     p = p.assign(per_layer=p["value"] / p["layers"])
     dim = int(p["dim"].max()) if p["dim"].nunique() == 1 else int(
         p["dim"].value_counts().idxmax())
-    p = p[p["dim"] == dim]
+    p = _label(p[p["dim"] == dim], ("dim",), ("backend",), context=_measured(df))
     t = p.pivot_table(index=["arch", "backend"], columns="op", values="per_layer",
                       aggfunc="last")
     cell = t.apply(lambda r: f"{r.get('log_prob', np.nan):g} / {r.get('sample', np.nan):g}",
@@ -145,8 +148,7 @@ def quality_section(df, out_dir: Path) -> list[str]:
              "matrix); NLL in nats in the data's units, mean over seeds ± std where there "
              "are several.", ""]
     for ds, g in tr.groupby("dataset"):
-        g = _label_depths(g)
-        ok = g[g["status"] == "ok"]
+        ok = _label(g[g["status"] == "ok"])
         seeds = _ok(ok, "test_nll").groupby(["arch", "column"])["value"]
         t = (seeds.mean().map("{:.4f}".format) + seeds.apply(
             lambda v: f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "")).unstack("column")
@@ -204,11 +206,70 @@ def quality_section(df, out_dir: Path) -> list[str]:
     return lines
 
 
-def _label_depths(g: pd.DataFrame) -> pd.DataFrame:
-    """An arch trained at several depths in one dataset is several rows: "maf x1"."""
-    depths = g.groupby("arch")["layers"].transform("nunique")
-    label = g["arch"] + " x" + g["layers"].astype("Int64").astype(str)
-    return g.assign(arch=np.where(depths > 1, label, g["arch"]))
+SPEC_FIELDS = ["transform", "conditioner", "direction", "dim", "layers", "hidden", "bins"]
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Spec values as label text: 5.0 -> "5", missing -> "?"."""
+    def one(v):
+        if pd.isna(v):
+            return "?"
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+    return values.map(one).astype(object)
+
+
+def _measured(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of what ran: what a table's labels have to tell apart (a skipped GPU
+    cell or depth is in the problems table, not a label)."""
+    return df[df["status"] == "ok"] if "status" in df else df
+
+
+def _label(rows: pd.DataFrame, keyed=(), columns=("column",), context=None) -> pd.DataFrame:
+    """The rows with table labels that keep every measured spec and device apart.
+
+    ``arch`` gets a suffix for each spec field (``SPEC_FIELDS``, less those in ``keyed``,
+    which the table keys on itself) that takes several values among that arch's rows in
+    ``context`` (default: ``rows``; tables pass every measured row of their results, so
+    a label means the same in each of them): layers and hidden as "maf 5x(128,128)", then
+    "bins 8", "dim 16", and transform, conditioner or direction by value; an arch
+    measured at one spec keeps its plain name. Each of ``columns`` (backend labels) gets
+    "@device" when the context spans several devices."""
+    if rows.empty:
+        return rows
+    ctx = rows if context is None else context
+    out = {}
+    if "arch" in rows and "arch" in ctx:
+        fields = [f for f in SPEC_FIELDS if f in rows and f in ctx and f not in keyed]
+        arch = rows["arch"].astype(object)
+        many = (ctx[fields].groupby(ctx["arch"].astype(object)).nunique() > 1
+                if fields else pd.DataFrame())
+
+        def varies(*names):
+            hit = pd.Series(False, index=rows.index)
+            for f in names:
+                if f in many:
+                    hit |= arch.map(many[f]).eq(True)
+            return hit
+
+        label = arch.astype(str)
+        for f in ("transform", "conditioner", "direction"):
+            if f in fields:
+                label = label.where(~varies(f), label + " " + _text(rows[f]))
+        if "layers" in fields or "hidden" in fields:
+            depth = (_text(rows["layers"]) if "layers" in rows else "?") + "x"
+            if "hidden" in rows:
+                depth = depth + "(" + _text(rows["hidden"]).str.replace("x", ",") + ")"
+            label = label.where(~varies("layers", "hidden"), label + " " + depth)
+        for f in ("bins", "dim"):
+            if f in fields:
+                label = label.where(~varies(f), label + f" {f} " + _text(rows[f]))
+        out["arch"] = label.where(arch.notna(), arch)
+    if "device" in rows and "device" in ctx and ctx["device"].nunique() > 1:
+        where = "@" + _text(rows["device"])
+        out.update({c: rows[c].astype(str) + where for c in columns if c in rows})
+    return rows.assign(**out)
 
 
 def _spread_table(nll: pd.DataFrame) -> pd.DataFrame:
@@ -353,7 +414,7 @@ def _figure(data, x, path: Path, title: str) -> None:
 
 
 def scaling_section(df, out_dir: Path, name: str) -> list[str]:
-    med = _ok(df, "time", "median")
+    med = _label(_ok(df, "time", "median"), ("dim",), context=_measured(df))
     if med.empty:
         return []
     med = med.assign(ms=med["value"] * 1e3, backend=med["column"])
@@ -386,7 +447,8 @@ def scaling_section(df, out_dir: Path, name: str) -> list[str]:
         sweep = sweep[sweep["arch"].isin(swept[swept > 1].index)]
         fig = out_dir / f"{name}_batch.png"
         _figure(sweep, "batch", fig, f"{name}: time against batch (dim {dim})")
-        thr = _ok(df[df["dim"] == dim], "throughput", "median")
+        thr = _label(_ok(df[df["dim"] == dim], "throughput", "median"), ("dim",),
+                     context=_measured(df))
         t = thr.pivot_table(index=["arch", "op", "column"], columns="batch", values="value",
                             aggfunc="last")
         lines += [f"### Against batch (dim {dim})", "", f"![time against batch]({fig.name})",
@@ -422,16 +484,20 @@ def timing_section(df, name: str, peak: float | None) -> list[str]:
 
 
 def fastest_by_framework(df) -> pd.DataFrame:
-    """Per framework and op: the fastest matched backend variant against the fastest peer."""
+    """Per framework, spec, op, shape and device: the fastest matched backend variant
+    against the fastest peer."""
     med = _ok(df, "time", "median")
     if med.empty:
         return pd.DataFrame()
-    med = med.assign(framework=med["backend"].map(framework),
-                     side=np.where(med["backend"].isin(list(adapters.MATCHED)), "matched",
-                                   "peer"))
+    med = _label(med.assign(
+        framework=med["backend"].map(framework),
+        side=np.where(med["backend"].isin(list(adapters.MATCHED)), "matched", "peer")),
+        ("dim",), context=_measured(df))
+    keys = ["framework", "arch", "op", "dim", "batch"] + (["device"] if "device" in med
+                                                         else [])
     rows = []
-    for (fw, arch, op, dim, batch), g in med.groupby(["framework", "arch", "op", "dim",
-                                                      "batch"]):
+    for key, g in med.groupby(keys, dropna=False):
+        fw, arch, op, dim, batch = key[:5]
         best = {s: g[g.side == s].nsmallest(1, "value") for s in ("matched", "peer")}
         if any(b.empty for b in best.values()):
             continue
@@ -443,10 +509,17 @@ def fastest_by_framework(df) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def memory_table(df) -> pd.DataFrame:
+    """arch x backend: the cell process's peak host memory, MB."""
+    mem = _pivot(_label(_ok(df, "peak_host_mem"), context=_measured(df)), aggfunc="max")
+    return mem / 2 ** 20
+
+
 def problems_section(df) -> list[str]:
     st = df[(df["metric"] == "status") & (df["status"] != "ok")]
     if st.empty:
         return []
+    st = _label(st, keyed=("dim",), columns=("backend",))
     t = st[["matrix", "backend", "variant", "arch", "dim", "dataset", "op", "status",
             "error"]].astype(object).fillna("")
     t = t.assign(error=t["error"].astype(str).str.slice(0, 160))
@@ -488,11 +561,10 @@ def build(results_dir="results", out: str | None = None) -> Path:
         if len(pt):
             lines += ["### Conditioner passes per layer (`log_prob / sample`), measured", "",
                       pt.to_markdown(), ""]
-        mem = _ok(g, "peak_host_mem").pivot_table(index="arch", columns="column",
-                                                  values="value", aggfunc="max")
+        mem = memory_table(g)
         if len(mem):
             lines += ["### Peak host memory of the cell's process (MB, frameworks included)",
-                      "", (mem / 2 ** 20).to_markdown(floatfmt=".0f"), ""]
+                      "", mem.to_markdown(floatfmt=".0f"), ""]
     conv = results_dir / "conventions.md"
     if conv.exists():
         text = re.sub(r"^(#+) ", r"#\1 ", conv.read_text(), flags=re.M)  # one level down
