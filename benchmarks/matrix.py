@@ -31,8 +31,6 @@ whose cells are the union over sweeps)::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,8 @@ import adapters
 from adapters.errors import FlowbenchError
 from adapters.image import IMAGE_ARCHS
 from datasets.images import IMAGE_NAMES
+
+from .cell import Cell
 
 PRESET_DIR = Path(__file__).resolve().parent / "matrices"
 OPS = ("log_prob", "inverse", "forward", "sample", "train_step")
@@ -155,15 +155,11 @@ def backend_names(requested) -> list[str]:
     return adapters.names() if list(requested) == ["all"] else list(requested)
 
 
-def cell_key(cell: dict) -> str:
-    return hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def expand(m: Matrix, described: dict) -> list[dict]:
+def expand(m: Matrix, described: dict) -> list[Cell]:
     """Every cell of the matrix, in a stable order. ``described`` is what the describe
     step found: backend name -> {"variants": [...], "reason": None or why unavailable,
     "missing": {arch: reason}}. Cells that cannot run carry ``skip`` with the reason."""
-    cells: dict[str, dict] = {}
+    cells: dict[tuple, Cell] = {}
     for f in m.sweep_fields():
         for b in backend_names(f["backends"]):
             info = described.get(b) or {"variants": [], "reason": f"unknown backend {b!r}; "
@@ -177,11 +173,11 @@ def expand(m: Matrix, described: dict) -> list[dict]:
                             for data_or_dim in (f["datasets"] if f["kind"] == "train"
                                                 else f["dims"]):
                                 cell = _cell(f, b, variant, arch, device, seed, data_or_dim)
-                                key = _merge_key(cell)
-                                if key in cells:  # same cell in two sweeps: union of batches
-                                    have = cells[key]
-                                    have["batches"] = sorted(set(have["batches"])
-                                                             | set(cell["batches"]))
+                                same = cell.replace(batches=())  # a cell in two sweeps:
+                                if same in cells:                # the union of its batches
+                                    have = cells[same]
+                                    cells[same] = have.replace(batches=sorted(
+                                        set(have.batches) | set(cell.batches)))
                                     continue
                                 why = info["reason"] or _image_skip(b, arch, cell) or (
                                     f"{b} does not offer {arch!r}: {info['missing'][arch]}"
@@ -189,11 +185,7 @@ def expand(m: Matrix, described: dict) -> list[dict]:
                                 if variant not in info["variants"] and not why:
                                     why = (f"backend {b} has no execution variant "
                                            f"{variant!r}; it has: {', '.join(info['variants'])}")
-                                if why:
-                                    cell["skip"] = why
-                                cells[key] = cell
-    for cell in cells.values():
-        cell["key"] = cell_key({k: v for k, v in cell.items() if k != "skip"})
+                                cells[same] = cell.replace(skip=why)
     return list(cells.values())
 
 
@@ -206,23 +198,24 @@ def _variants(requested, info) -> list[str]:
     return list(requested)
 
 
-def _cell(f, backend, variant, arch, device, seed, data_or_dim) -> dict:
-    cell = {"kind": f["kind"], "backend": backend, "variant": variant, "arch": arch,
-            "device": device, "seed": seed, "ops": list(f["ops"]),
-            "batches": sorted(f["batches"]), "threads": f["threads"],
-            **{k: f[k] for k in SPEC_FIELDS + TIMING_FIELDS}}
+def _cell(f, backend, variant, arch, device, seed, data_or_dim) -> Cell:
+    fields = {"kind": f["kind"], "backend": backend, "variant": variant, "arch": arch,
+              "device": device, "seed": seed, "ops": tuple(f["ops"]),
+              "batches": tuple(sorted(f["batches"])), "threads": f["threads"],
+              **{k: f[k] for k in SPEC_FIELDS + TIMING_FIELDS}}
+    fields["hidden"] = tuple(fields["hidden"])
     if f["kind"] == "train":
-        cell.update(dataset=data_or_dim, **{k: f[k] for k in TRAIN_FIELDS})
+        fields.update(dataset=data_or_dim, **{k: f[k] for k in TRAIN_FIELDS})
         if data_or_dim in IMAGE_NAMES:
-            cell.update({k: f[k] for k in IMAGE_FIELDS})
+            fields.update({k: f[k] for k in IMAGE_FIELDS})
     else:
-        cell.update(dim=data_or_dim)
-    return cell
+        fields.update(dim=data_or_dim)
+    return Cell(**fields).keyed()
 
 
-def _image_skip(backend: str, arch: str, cell: dict) -> str | None:
+def _image_skip(backend: str, arch: str, cell: Cell) -> str | None:
     """Why a cell on an image dataset cannot run, or None."""
-    if cell.get("dataset") not in IMAGE_NAMES:
+    if cell.dataset not in IMAGE_NAMES:
         return None
     if arch not in IMAGE_ARCHS:
         return (f"{arch!r} has no multi-scale image flow; image datasets take "
@@ -233,11 +226,7 @@ def _image_skip(backend: str, arch: str, cell: dict) -> str | None:
     return None
 
 
-def _merge_key(cell) -> str:
-    return cell_key({k: v for k, v in cell.items() if k != "batches"})
-
-
-def shard(cells: list[dict], spec: str | None) -> list[dict]:
+def shard(cells: list[Cell], spec: str | None) -> list[Cell]:
     """The i-th of N interleaved slices ("i/N", 1-based): every machine gets a similar mix
     of cheap and costly cells, and the slices are disjoint and cover the matrix."""
     if not spec:

@@ -121,7 +121,8 @@ def environment_section(df) -> list[str]:
     if len(versions):
         v = versions.groupby("backend")[["backend_version", "variant", "error"]].last()
         v.columns = ["version", "execution variants", "unavailable because"]
-        lines += ["Backends:", "", v.fillna("").reset_index().to_markdown(index=False), ""]
+        v = v.astype(object).fillna("").reset_index()
+        lines += ["Backends:", "", v.to_markdown(index=False), ""]
     return lines
 
 

@@ -8,6 +8,7 @@ whatever it measured before), and the run goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from . import matrix as M
 from . import results
+from .cell import Cell
 from .environment import describe as environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,13 +83,13 @@ def describe_backends(threads: int, names=(), timeout: float = 900) -> dict:
         return json.loads(out.read_text())
 
 
-def run_cell(cell: dict, timeout: float, cpus: tuple[int, ...] = ()) -> list[dict]:
+def run_cell(cell: Cell, timeout: float, cpus: tuple[int, ...] = ()) -> list[dict]:
     """The cell's rows; a timeout or crash adds a status row saying so."""
     with tempfile.TemporaryDirectory() as tmp:
         cell_file, rows_file = Path(tmp) / "cell.json", Path(tmp) / "rows.jsonl"
-        cell_file.write_text(json.dumps(cell))
+        cell_file.write_text(cell.to_json())
         t0 = time.perf_counter()
-        rc, err = _spawn(["cell", str(cell_file), str(rows_file)], cell["threads"], timeout,
+        rc, err = _spawn(["cell", str(cell_file), str(rows_file)], cell.threads, timeout,
                          cpus)
         wall = time.perf_counter() - t0
         rows = [json.loads(line) for line in rows_file.read_text().splitlines()
@@ -107,16 +109,16 @@ def run_cell(cell: dict, timeout: float, cpus: tuple[int, ...] = ()) -> list[dic
     return rows
 
 
-def _cell_fields(cell: dict) -> dict:
+def _cell_fields(cell: Cell) -> dict:
     keep = ("backend", "variant", "arch", "device", "seed", "threads", "layers", "bins",
             "tail_bound", "dim", "dataset", "kind")
-    return {**{k: cell.get(k) for k in keep}, "hidden": "x".join(map(str, cell["hidden"])),
-            "cell": cell["key"], **environment()}
+    return {**{k: getattr(cell, k) for k in keep}, "hidden": "x".join(map(str, cell.hidden)),
+            "cell": cell.key, **environment()}
 
 
-def skipped_rows(cell: dict) -> list[dict]:
+def skipped_rows(cell: Cell) -> list[dict]:
     return [{**_cell_fields(cell), "op": "", "metric": "status", "value": float("nan"),
-             "unit": "", "statistic": "value", "status": "skipped", "error": cell["skip"]}]
+             "unit": "", "statistic": "value", "status": "skipped", "error": cell.skip}]
 
 
 def calibration_rows(described: dict, run_id: str) -> list[dict]:
@@ -136,75 +138,90 @@ def calibration_rows(described: dict, run_id: str) -> list[dict]:
     return rows
 
 
-def cell_name(cell: dict) -> str:
-    where = cell.get("dataset") or f"dim {cell.get('dim')}"
-    return f"{cell['backend']}/{cell['variant']} {cell['arch']} {where} {cell['device']}"
+class _Store:
+    """The one writer of a run's results file: rows of a finished cell are appended under
+    a lock (cells may finish side by side), stamped with the run, and counted."""
 
+    def __init__(self, out: Path, summary: RunSummary, matrix: str, force: bool, console):
+        self.out, self.summary, self.force, self.console = out, summary, force, console
+        self.stamp = {"run_id": summary.run_id, "matrix": matrix}
+        self.lock = threading.Lock()
 
-def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool = False,
-               console=None, progress: bool = True) -> RunSummary:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    threads = m.fields["threads"]
-    run_id = new_run_id()
-    summary = RunSummary(run_id=run_id, path=Path(out))
-    stamp = {"run_id": run_id, "matrix": m.name}
-
-    def stamped(rows):
+    def stamped(self, rows: list[dict]) -> list[dict]:
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        return [{**r, **stamp, "timestamp": now} for r in rows]
+        return [{**r, **self.stamp, "timestamp": now} for r in rows]
 
+    def add(self, rows: list[dict], cell: Cell | None = None) -> None:
+        with self.lock:
+            replace = [cell.key] if cell is not None and self.force else ()
+            results.append(self.out, self.stamped(rows), replace_cells=replace)
+            if cell is None:
+                return
+            status, err = next((r["status"], r["error"]) for r in rows
+                               if r["metric"] == "status" and not r["op"])
+            self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
+            self.summary.ran += 1
+            if self.console is not None and status in ("failed", "timeout"):
+                self.console.print(f"[red]{cell.name} {status}[/red]: {err[:300]}")
+
+
+def _describe(m: M.Matrix, store: _Store, console) -> dict:
+    """Load and describe the matrix's backends and calibrate the machine; the calibration
+    rows go into the results first."""
+    threads = m.fields["threads"]
     if console is not None:
         console.print(f"[bold]{m.name}[/bold]: describing backends and calibrating "
                       f"({threads} threads) ...")
     wanted = sorted({b for f in m.sweep_fields() for b in M.backend_names(f["backends"])})
     described = describe_backends(threads, wanted)
-    summary.described = described
-    results.append(out, stamped(calibration_rows(described, run_id)))
+    store.add(calibration_rows(described, store.summary.run_id))
+    return described
+
+
+def _todo(m: M.Matrix, described: dict, out: Path, shard, force: bool,
+          summary: RunSummary, console) -> list[Cell]:
+    """The cells of this run (its shard) that the results file does not hold yet."""
     cells = M.shard(M.expand(m, described["backends"]), shard)
     summary.cells = len(cells)
     done = set() if force else results.done_cells(results.read(out))
-    todo = [c for c in cells if c["key"] not in done]
+    todo = [c for c in cells if c.key not in done]
     summary.resumed = len(cells) - len(todo)
     if console is not None and summary.resumed:
         console.print(f"resuming: {summary.resumed} of {len(cells)} cells are already in "
                       f"{out} (--force measures them again)")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    slots = cpu_slots(m.fields["jobs"], threads)
+    return todo
+
+
+def _execute(todo: list[Cell], m: M.Matrix, store: _Store, console, progress: bool) -> None:
+    """Each cell in its own worker subprocess, ``jobs`` at a time on disjoint CPUs;
+    skipped cells become rows without a process."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    slots = cpu_slots(m.fields["jobs"], m.fields["threads"])
     free: queue.SimpleQueue = queue.SimpleQueue()
     for slot in slots:
         free.put(slot)
-    lock = threading.Lock()
-
+    artifacts = str(Path(store.out).parent / "artifacts")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True,
                   disable=not progress or console is None) as bar:
         task = bar.add_task("cells", total=len(todo))
 
-        def one(cell):
-            cell = {**cell, "artifacts": str(Path(out).parent / "artifacts"),
-                    "jobs": len(slots)}
-            if "skip" in cell:
+        def one(cell: Cell):
+            cell = dataclasses.replace(cell, artifacts=artifacts, jobs=len(slots))
+            if cell.skip:
                 rows = skipped_rows(cell)
             else:
                 slot = free.get()
                 try:
-                    bar.update(task, description=f"cell {cell_name(cell)}")
+                    bar.update(task, description=f"cell {cell.name}")
                     rows = run_cell(cell, m.fields["timeout"], slot)
                 finally:
                     free.put(slot)
-            with lock:  # one writer: the results file is rewritten atomically per cell
-                results.append(out, stamped(rows), replace_cells=[cell["key"]] if force else ())
-                status = next(r["status"] for r in rows
-                              if r["metric"] == "status" and not r["op"])
-                summary.statuses[status] = summary.statuses.get(status, 0) + 1
-                summary.ran += 1
-                if console is not None and status in ("failed", "timeout"):
-                    err = next(r["error"] for r in rows
-                               if r["metric"] == "status" and not r["op"])
-                    console.print(f"[red]{cell_name(cell)} {status}[/red]: {err[:300]}")
-                bar.advance(task)
+            store.add(rows, cell)
+            bar.advance(task)
 
         if len(slots) == 1:
             for cell in todo:
@@ -212,6 +229,16 @@ def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool 
         else:
             with ThreadPoolExecutor(len(slots)) as pool:
                 list(pool.map(one, todo))
+
+
+def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool = False,
+               console=None, progress: bool = True) -> RunSummary:
+    """Describe and calibrate, find the cells still to measure, measure them."""
+    summary = RunSummary(run_id=new_run_id(), path=Path(out))
+    store = _Store(Path(out), summary, m.name, force, console)
+    summary.described = _describe(m, store, console)
+    todo = _todo(m, summary.described, Path(out), shard, force, summary, console)
+    _execute(todo, m, store, console, progress)
     return summary
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import adapters
 
 from . import metrics
+from .cell import Cell
 
 
 class Standardizer:
@@ -77,26 +78,26 @@ class ImagePrep:
         return backend.to_numpy(flow.log_prob(y)).astype(np.float64) + log_jac
 
 
-def fit(flow, backend, ds, cell: dict, rows, prep=None):
+def fit(flow, backend, ds, cell: Cell, rows, prep=None):
     """Adam on the training split with early stopping on the validation split; returns
     the preparation (standardisation, or dequantisation for images) it trained under."""
     std = prep or Standardizer(ds.train)
     data = std.source(ds.train)
-    rng = np.random.default_rng(cell["seed"])
-    every, patience = cell["eval_every"], cell["patience"]
+    rng = np.random.default_rng(cell.seed)
+    every, patience = cell.eval_every, cell.patience
     has_val = len(ds.val) > 0
     best, best_step, best_weights, stale = np.inf, 0, None, 0
     can_restore = True
     running, t0 = [], time.perf_counter()
     step = 0
-    for step in range(1, cell["steps"] + 1):
-        batch, offset = std.batch(data[rng.integers(0, len(data), cell["train_batch"])], rng)
+    for step in range(1, cell.steps + 1):
+        batch, offset = std.batch(data[rng.integers(0, len(data), cell.train_batch)], rng)
         loss = flow.train_step(batch)
         if not np.isfinite(loss):
             rows.add("diverged_step", step, "step")
             raise FloatingPointError(f"training diverged at step {step}: loss {loss}")
         running.append(loss + offset)
-        if step % every and step != cell["steps"]:
+        if step % every and step != cell.steps:
             continue
         wall = time.perf_counter() - t0
         rows.add("curve_train_nll", np.mean(running), "nats", step=step,
@@ -128,7 +129,7 @@ def fit(flow, backend, ds, cell: dict, rows, prep=None):
     return std
 
 
-def evaluate(flow, backend, ds, cell: dict, rows, std: Standardizer) -> None:
+def evaluate(flow, backend, ds, cell: Cell, rows, std: Standardizer) -> None:
     """Test NLL (and the gap to the target's entropy), normality of the latent against
     its null at the same n, two-sample distances of flow samples against held-out data
     with the level two draws of the target reach, and the round-trip error."""
@@ -142,11 +143,11 @@ def evaluate(flow, backend, ds, cell: dict, rows, std: Standardizer) -> None:
         rows.add("target_entropy", entropy[0], "nats", statistic="mean", stderr=entropy[1])
         gap = metrics.entropy_gap(res, *entropy)
         rows.add("entropy_gap", gap["gap"], "nats", statistic="mean", stderr=gap["stderr"])
-    if not cell["quality"]:
+    if not cell.quality:
         return
-    seed, max_n = cell["seed"], cell["metric_n"]
+    seed, max_n = cell.seed, cell.metric_n
     z = latent_rows(flow, std(ds.test), cell, rows, "data units (standardised)")
-    if cell.get("artifacts") and ds.dim == 2:
+    if cell.artifacts and ds.dim == 2:
         save_pictures(flow, backend, ds, std, z, cell)
     n = min(len(ds.test), max_n)
     samples = std.undo(flow.sample(n, seed=seed + 1))
@@ -154,13 +155,13 @@ def evaluate(flow, backend, ds, cell: dict, rows, std: Standardizer) -> None:
     two_sample_rows(samples, ds.test[:n], ref, cell, rows, "distance")
 
 
-def latent_rows(flow, x, cell: dict, rows, unit: str) -> np.ndarray:
+def latent_rows(flow, x, cell: Cell, rows, unit: str) -> np.ndarray:
     """Normality of z = f^-1(x) against its null at the same n, and the round trip's
     error (in ``unit``); returns z."""
     z = np.asarray(flow.inverse(x)[0], np.float64)
-    for r in metrics.normality(z, seed=cell["seed"], max_n=cell["metric_n"],
-                               null_draws=cell["null_draws"],
-                               hz_null_draws=max(2, cell["null_draws"] // 2)):
+    for r in metrics.normality(z, seed=cell.seed, max_n=cell.metric_n,
+                               null_draws=cell.null_draws,
+                               hz_null_draws=max(2, cell.null_draws // 2)):
         rows.add(f"normality_{r['metric']}", r["value"], "statistic", statistic="value",
                  null_mean=r["null_mean"], null_q95=r["null_q95"], null_p=r["null_p"],
                  n_used=r["n"])
@@ -170,11 +171,11 @@ def latent_rows(flow, x, cell: dict, rows, unit: str) -> np.ndarray:
     return z
 
 
-def two_sample_rows(samples, data, ref, cell: dict, rows, unit: str, detail: str = ""):
+def two_sample_rows(samples, data, ref, cell: Cell, rows, unit: str, detail: str = ""):
     """Distances between flow samples and held-out data, each beside its reference."""
     if not np.isfinite(samples).all():
         raise FloatingPointError("flow samples hold NaN or inf")
-    for r in metrics.two_sample(samples, data, ref, seed=cell["seed"], max_n=cell["metric_n"]):
+    for r in metrics.two_sample(samples, data, ref, seed=cell.seed, max_n=cell.metric_n):
         rows.add(f"two_sample_{r['metric']}", r["value"], unit, statistic="value",
                  reference=r["reference"],
                  detail="; ".join(filter(None, [r.get("detail", ""), detail])))
@@ -183,7 +184,7 @@ def two_sample_rows(samples, data, ref, cell: dict, rows, unit: str, detail: str
 GRID = 96
 
 
-def save_pictures(flow, backend, ds, std: Standardizer, z, cell: dict) -> None:
+def save_pictures(flow, backend, ds, std: Standardizer, z, cell: Cell) -> None:
     """What the report draws for a 2-D dataset, beside the results: the learned and the
     true log-density on a grid over the test data's range, and test points mapped to the
     latent."""
@@ -199,16 +200,16 @@ def save_pictures(flow, backend, ds, std: Standardizer, z, cell: dict) -> None:
           z=z[:1000].astype(np.float32))
 
 
-def train_cell(flow, backend, cell: dict, rows, images=None):
+def train_cell(flow, backend, cell: Cell, rows, images=None):
     """Fit and evaluate; returns the prepared test split for the cell's timing."""
     if images is not None:
-        prep = ImagePrep(images, cell["logit_alpha"], cell["seed"])
+        prep = ImagePrep(images, cell.logit_alpha, cell.seed)
         fit(flow, backend, images, cell, rows, prep)
         return evaluate_images(flow, backend, images, cell, rows, prep)
     import datasets
 
-    ds = datasets.load(cell["dataset"], n_train=cell["n_train"], n_val=cell["n_val"],
-                       n_test=cell["n_test"], seed=cell["seed"])
+    ds = datasets.load(cell.dataset, n_train=cell.n_train, n_val=cell.n_val,
+                       n_test=cell.n_test, seed=cell.seed)
     std = fit(flow, backend, ds, cell, rows)
     evaluate(flow, backend, ds, cell, rows, std)
     return std(ds.test)
@@ -217,7 +218,7 @@ def train_cell(flow, backend, cell: dict, rows, images=None):
 SAMPLE_GRID = 64  # flow samples kept per image cell for the report's grid
 
 
-def evaluate_images(flow, backend, images, cell: dict, rows, prep: ImagePrep) -> np.ndarray:
+def evaluate_images(flow, backend, images, cell: Cell, rows, prep: ImagePrep) -> np.ndarray:
     """Bits/dim and NLL of the dequantised test images (logit Jacobian included), the
     latent's normality, two-sample distances in the flow's (logit) space against the
     validation split as the reference level, the round trip, and a grid of samples."""
@@ -231,26 +232,26 @@ def evaluate_images(flow, backend, images, cell: dict, rows, prep: ImagePrep) ->
     rows.add("test_nll", nll, "nats", statistic="mean", stderr=bpd["stderr"] * D * np.log(2))
     rows.add("test_nll_per_dim", nll / D, "nats", statistic="mean",
              stderr=bpd["stderr"] * np.log(2))
-    if not cell["quality"]:
+    if not cell.quality:
         return y
-    seed, max_n = cell["seed"], cell["metric_n"]
+    seed, max_n = cell.seed, cell.metric_n
     latent_rows(flow, y, cell, rows, "logit units")
     n = min(len(y), max_n)
     samples = np.asarray(flow.sample(max(n, SAMPLE_GRID), seed=seed + 1), np.float64)
     ref = deq.transform(images.val, seed + 10_007)[0]
     two_sample_rows(samples[:n], y[:n], ref, cell, rows, "distance (logit space)",
                     "reference: validation images")
-    if cell.get("artifacts"):
+    if cell.artifacts:
         _save(cell, samples=deq.to_pixels(samples[:SAMPLE_GRID]),
               data=images.test[:SAMPLE_GRID], levels=np.int64(images.levels))
     return y
 
 
-def _save(cell: dict, **arrays) -> None:
+def _save(cell: Cell, **arrays) -> None:
     """The cell's pictures beside the results (written atomically), for the report."""
     from pathlib import Path
 
-    path = Path(cell["artifacts"]) / f"{cell['key']}.npz"
+    path = Path(cell.artifacts) / f"{cell.key}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **arrays)

@@ -23,6 +23,7 @@ import traceback
 import numpy as np
 
 from . import environment
+from .cell import Cell
 from .timing import measure, op_calls
 
 # what a backend declares it cannot do (or a spec that cannot exist, like coupling on a
@@ -64,29 +65,29 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def spec_of(cell: dict, dim: int):
+def spec_of(cell: Cell, dim: int):
     import adapters
-    return adapters.FlowSpec(arch=cell["arch"], dim=dim, layers=cell["layers"],
-                             hidden=tuple(cell["hidden"]), bins=cell["bins"],
-                             tail_bound=cell["tail_bound"])
+    return adapters.FlowSpec(arch=cell.arch, dim=dim, layers=cell.layers,
+                             hidden=tuple(cell.hidden), bins=cell.bins,
+                             tail_bound=cell.tail_bound)
 
 
-def time_ops(flow, backend, rows: Rows, cell: dict, data=None) -> None:
+def time_ops(flow, backend, rows: Rows, cell: Cell, data=None) -> None:
     """Every op of the cell at every batch size; a failing op is a row, the rest go on."""
     from .flops import op_flops
 
-    rng = np.random.default_rng(cell["seed"])
-    for batch in cell["batches"]:
+    rng = np.random.default_rng(cell.seed)
+    for batch in cell.batches:
         if data is None:
             x = rng.standard_normal((batch, flow.spec.dim)).astype(np.float32)
         else:
             x = data[rng.integers(0, len(data), batch)]
-        calls = op_calls(flow, backend.to_native(x, flow.device), seed=cell["seed"] + 1)
-        for op in cell["ops"]:
+        calls = op_calls(flow, backend.to_native(x, flow.device), seed=cell.seed + 1)
+        for op in cell.ops:
             more = {"batch": batch}
             try:
-                t = measure(calls[op], backend.block, min_repeats=cell["min_repeats"],
-                            min_time=cell["min_time"], max_time=cell["max_time"])
+                t = measure(calls[op], backend.block, min_repeats=cell.min_repeats,
+                            min_time=cell.min_time, max_time=cell.max_time)
             except Exception as exc:  # one op failing (or not offered) is a row
                 rows.status(_status_of(exc), _error(exc), op=op, **more)
                 continue
@@ -120,48 +121,48 @@ def peak_device_memory(backend, device: str):
     return None
 
 
-def run_cell(cell: dict, out: str) -> int:
+def run_cell(cell: Cell, out: str) -> int:
     import adapters
     from adapters.image import ImageSpec
     from datasets.images import IMAGE_NAMES, load_images
 
-    base = {k: cell[k] for k in ("backend", "variant", "arch", "device", "seed", "threads",
+    base = {k: getattr(cell, k) for k in ("backend", "variant", "arch", "device", "seed", "threads",
                                  "layers", "bins", "tail_bound")}
-    base.update(cell=cell["key"], kind=cell["kind"], hidden="x".join(map(str, cell["hidden"])),
-                dim=cell.get("dim"), dataset=cell.get("dataset", ""), jobs=cell.get("jobs", 1),
+    base.update(cell=cell.key, kind=cell.kind, hidden="x".join(map(str, cell.hidden)),
+                dim=cell.dim, dataset=cell.dataset or "", jobs=cell.jobs,
                 **environment.describe())
     rows = Rows(out, base)
     t0 = time.perf_counter()
     try:
-        backend = adapters.load(cell["backend"])
+        backend = adapters.load(cell.backend)
         rows.base.update(backend_version=backend.version())
-        dim, images = cell.get("dim"), None
-        if cell["kind"] == "train" and cell["dataset"] in IMAGE_NAMES:
-            images = load_images(cell["dataset"], path=cell["data_path"] or None,
-                                 n_train=cell["n_train"] or None, n_val=cell["n_val"] or None,
-                                 n_test=cell["n_test"] or None, seed=cell["seed"])
-            spec = ImageSpec(arch=cell["arch"], shape=images.shape, levels=cell["image_levels"],
-                             steps=cell["image_steps"], hidden=cell["image_hidden"])
+        dim, images = cell.dim, None
+        if cell.kind == "train" and cell.dataset in IMAGE_NAMES:
+            images = load_images(cell.dataset, path=cell.data_path or None,
+                                 n_train=cell.n_train or None, n_val=cell.n_val or None,
+                                 n_test=cell.n_test or None, seed=cell.seed)
+            spec = ImageSpec(arch=cell.arch, shape=images.shape, levels=cell.image_levels,
+                             steps=cell.image_steps, hidden=cell.image_hidden)
             rows.base.update(dim=spec.dim, transform="affine", conditioner="coupling",
                              direction="density")
         else:
-            if cell["kind"] == "train":
+            if cell.kind == "train":
                 import datasets
-                dim = datasets.density(cell["dataset"]).dim
+                dim = datasets.density(cell.dataset).dim
                 rows.base["dim"] = dim
             spec = spec_of(cell, dim)
             rows.base.update(transform=spec.transform, conditioner=spec.conditioner,
                              direction=spec.direction)
-        variant = None if cell["variant"] == "default" else cell["variant"]
-        device = "cuda" if cell["device"] == "gpu" else cell["device"]
-        train = adapters.TrainConfig(lr=cell.get("lr", 1e-3),
-                                     clip_norm=cell.get("clip_norm") or None)
-        flow = backend.build(spec, seed=cell["seed"], device=device, variant=variant,
+        variant = None if cell.variant == "default" else cell.variant
+        device = "cuda" if cell.device == "gpu" else cell.device
+        train = adapters.TrainConfig(lr=1e-3 if cell.lr is None else cell.lr,
+                                     clip_norm=cell.clip_norm or None)
+        flow = backend.build(spec, seed=cell.seed, device=device, variant=variant,
                              train=train)
         rows.base["variant"] = flow.variant
         rows.add("num_params", flow.num_params(), "count")
         data = None
-        if cell["kind"] == "train":
+        if cell.kind == "train":
             from .training import train_cell  # scipy and the datasets: train cells only
             data = train_cell(flow, backend, cell, rows, images)
         time_ops(flow, backend, rows, cell, data)
@@ -233,8 +234,8 @@ def main(argv=None) -> int:
         return describe(argv[1], int(argv[2]), argv[3:])
     if argv[:1] == ["cell"] and len(argv) == 3:
         with open(argv[1]) as f:
-            cell = json.load(f)
-        pin_threads(cell["threads"])
+            cell = Cell.from_json(f.read())
+        pin_threads(cell.threads)
         return run_cell(cell, argv[2])
     print("usage: python -m benchmarks.worker cell CELL.json ROWS.jsonl | "
           "describe OUT.json THREADS [BACKEND ...]", file=sys.stderr)

@@ -34,17 +34,17 @@ def test_every_preset_loads_and_expands():
     for name in matrix.presets():
         m = matrix.load(name)
         cells = matrix.expand(m, DESCRIBED)
-        assert cells and len({c["key"] for c in cells}) == len(cells)
+        assert cells and len({c.key for c in cells}) == len(cells)
 
 
 def test_sweeps_union_batches_and_skips_carry_reasons():
     m = matrix.load("scaling", {"backends": ["torch", "nflows", "jax", "nosuch"]})
     cells = matrix.expand(m, DESCRIBED)
-    torch_maf = {c["dim"]: c["batches"] for c in cells
-                 if c["backend"] == "torch" and c["arch"] == "maf"}
+    torch_maf = {c.dim: list(c.batches) for c in cells
+                 if c.backend == "torch" and c.arch == "maf"}
     assert sorted(torch_maf) == [2, 4, 8, 16, 32, 64]
     assert torch_maf[8] == [1, 16, 256, 4096, 16384] and torch_maf[2] == [256]
-    skip = {(c["backend"], c["arch"]): c.get("skip") for c in cells}
+    skip = {(c.backend, c.arch): c.skip for c in cells}
     assert skip[("nflows", "naf")] == "nflows does not offer 'naf': no NAF here"
     assert skip[("nflows", "maf")] is None
     assert "not installed" in skip[("jax", "maf")]
@@ -54,13 +54,13 @@ def test_sweeps_union_batches_and_skips_carry_reasons():
 def test_variants_default_is_the_backends_default_and_all_is_every_one():
     default = matrix.expand(matrix.load("maf-cpu", {"backends": ["tfp"],
                                                     "variants": "default"}), DESCRIBED)
-    assert [c["variant"] for c in default] == ["function"]
+    assert [c.variant for c in default] == ["function"]
     every = matrix.expand(matrix.load("maf-cpu", {"backends": ["tfp", "torch"]}), DESCRIBED)
-    assert sorted(c["variant"] for c in every) == ["compile", "eager", "eager",
+    assert sorted(c.variant for c in every) == ["compile", "eager", "eager",
                                                     "function", "xla"]
     named = matrix.expand(matrix.load("maf-cpu", {"backends": ["torch"],
                                                   "variants": ["nosuch"]}), DESCRIBED)
-    assert "no execution variant 'nosuch'" in named[0]["skip"]
+    assert "no execution variant 'nosuch'" in named[0].skip
 
 
 def test_bad_matrices_are_clear_errors(tmp_path):
@@ -84,8 +84,8 @@ def test_bad_matrices_are_clear_errors(tmp_path):
 def test_shards_are_disjoint_and_cover_the_matrix():
     cells = matrix.expand(matrix.load("standard"), DESCRIBED)
     parts = [matrix.shard(cells, f"{i}/3") for i in (1, 2, 3)]
-    keys = [c["key"] for p in parts for c in p]
-    assert sorted(keys) == sorted(c["key"] for c in cells) and len(set(keys)) == len(keys)
+    keys = [c.key for p in parts for c in p]
+    assert sorted(keys) == sorted(c.key for c in cells) and len(set(keys)) == len(keys)
     for bad in ("0/3", "4/3", "x", "1/0"):
         with pytest.raises(matrix.MatrixError, match="shard"):
             matrix.shard(cells, bad)
@@ -208,15 +208,15 @@ def test_image_cells_skip_peers_and_vector_archs_with_reasons():
     m = matrix.load("images", {"backends": ["torch", "nflows"],
                                "archs": ["glow", "realnvp", "maf"], "seeds": [0]})
     cells = matrix.expand(m, DESCRIBED)
-    skip = {(c["backend"], c["arch"]): c.get("skip") for c in cells}
+    skip = {(c.backend, c.arch): c.skip for c in cells}
     assert skip[("torch", "glow")] is None and skip[("torch", "realnvp")] is None
     assert "no multi-scale image flow" in skip[("torch", "maf")]
     assert "peer library" in skip[("nflows", "glow")]
-    glow = next(c for c in cells if c["backend"] == "torch" and c["arch"] == "glow")
-    assert (glow["image_levels"], glow["image_steps"], glow["image_hidden"]) == (2, 4, 32)
+    glow = next(c for c in cells if c.backend == "torch" and c.arch == "glow")
+    assert (glow.image_levels, glow.image_steps, glow.image_hidden) == (2, 4, 32)
     # vector cells carry no image fields, so their keys do not move
     quick = matrix.expand(matrix.load("quick", {"backends": ["torch"]}), DESCRIBED)
-    assert not any("image_levels" in c for c in quick)
+    assert not any("image_levels" in c.defining() for c in quick)
 
 
 def test_side_by_side_cells_get_disjoint_cpus(tmp_path, monkeypatch):
@@ -241,3 +241,17 @@ def test_two_jobs_run_every_cell_once(tmp_path):
     assert summary.statuses == {"ok": 3} and len(st) == 3 and st.cell.is_unique
     assert set(df[df.metric == "time"].jobs) == {2}
 
+
+
+def test_a_cell_round_trips_through_json_and_its_key_is_its_definition():
+    import dataclasses
+
+    from benchmarks.cell import Cell
+
+    cell = matrix.expand(matrix.load("quick", {"backends": ["torch"]}), DESCRIBED)[0]
+    run = dataclasses.replace(cell, artifacts="/tmp/a", jobs=2)
+    back = Cell.from_json(run.to_json())
+    assert back == run and (back.key, back.artifacts, back.jobs) == (cell.key, "/tmp/a", 2)
+    assert run.keyed().key == cell.key  # run settings are not part of the key
+    assert cell.replace(seed=cell.seed + 1).key != cell.key
+    assert cell.replace(batches=[7]).batches == (7,) and "dim" not in cell.defining()

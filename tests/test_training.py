@@ -15,9 +15,8 @@ def _cell(tmp_path, **over):
     m = matrix.load("quick", {"backends": ["torch"], "archs": ["maf"], "steps": 60,
                               **over})
     cell = matrix.expand(m, TORCH)[0]
-    cell.update(artifacts=str(tmp_path / "artifacts"), n_train=2000, n_val=500,
-                n_test=1000, batches=[64], min_time=0.01, layers=2, hidden=[16, 16])
-    return cell
+    return cell.replace(artifacts=str(tmp_path / "artifacts"), n_train=2000, n_val=500,
+                        n_test=1000, batches=[64], min_time=0.01, layers=2, hidden=[16, 16])
 
 
 def _run(cell, tmp_path) -> pd.DataFrame:
@@ -50,8 +49,8 @@ def test_quality_rows_and_pictures(tmp_path):
     rows = _run(cell, tmp_path)
     assert rows[rows.metric == "status"].status.tolist() == ["ok"]
     by = rows.set_index("metric")
-    pic = np.load(tmp_path / "artifacts" / f"{cell['key']}.npz")
-    ds = datasets.load(cell["dataset"], n_train=2000, n_val=500, n_test=1000, seed=0)
+    pic = np.load(tmp_path / "artifacts" / f"{cell.key}.npz")
+    ds = datasets.load(cell.dataset, n_train=2000, n_val=500, n_test=1000, seed=0)
     grid = RegularGridInterpolator((pic["y"], pic["x"]), pic["learned"], bounds_error=False,
                                    fill_value=None)
     nll, se = by.loc["test_nll", ["value", "stderr"]]
@@ -91,8 +90,9 @@ def test_image_cell_bits_per_dim_quality_and_sample_grid(tmp_path):
     m = matrix.load("images", {"backends": ["torch"], "archs": ["glow"], "seeds": [0],
                                "steps": 20})
     cell = matrix.expand(m, TORCH)[0]
-    cell.update(artifacts=str(tmp_path / "artifacts"), batches=[32], min_time=0.01,
-                image_steps=1, image_hidden=8, eval_every=10, null_draws=3, metric_n=200)
+    cell = cell.replace(artifacts=str(tmp_path / "artifacts"), batches=[32], min_time=0.01,
+                        image_steps=1, image_hidden=8, eval_every=10, null_draws=3,
+                        metric_n=200)
     rows = _run(cell, tmp_path)
     assert rows[rows.metric == "status"].status.tolist() == ["ok"], rows.error.tolist()
     by = rows.set_index("metric")
@@ -106,7 +106,7 @@ def test_image_cell_bits_per_dim_quality_and_sample_grid(tmp_path):
     assert "validation" in by.loc["two_sample_ks_mean", "detail"]
     curve = rows[rows.metric == "curve_val_nll"]
     assert curve.step.tolist() == [10, 20] and np.isfinite(curve.value).all()
-    pic = np.load(tmp_path / "artifacts" / f"{cell['key']}.npz")
+    pic = np.load(tmp_path / "artifacts" / f"{cell.key}.npz")
     assert pic["samples"].shape == (64, 8, 8, 1) and pic["samples"].dtype == np.uint8
     assert pic["samples"].max() <= 16 and int(pic["levels"]) == 17
     timed = rows[(rows.metric == "time") & (rows.statistic == "median")]
