@@ -1,0 +1,72 @@
+"""``flowbench report``: results/*.csv -> results/REPORT.md and figures beside it.
+
+Tables are pivots of the tidy rows: medians with their IQR, the ratio to the fastest
+backend in the same row, the sequential passes beside the time, the environment they were
+measured in, and the command that reproduces them. ``frame`` reads and labels the rows,
+``tables`` and ``quality`` write the sections, ``figures`` draws.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from ..results import write_atomic
+from .frame import _label, _ok, framework, load_results
+from .quality import _spread_table, quality_section
+from .tables import (environment_section, fastest_by_framework, memory_table, passes_table,
+                     problems_section, scaling_section, single_table, time_table,
+                     timing_section)
+
+__all__ = ["build", "environment_section", "fastest_by_framework", "framework",
+           "load_results", "memory_table", "passes_table", "problems_section",
+           "quality_section", "scaling_section", "single_table", "time_table",
+           "timing_section", "_label", "_spread_table"]
+
+
+def build(results_dir="results", out: str | None = None) -> Path:
+    results_dir = Path(results_dir)
+    out_path = Path(out) if out else results_dir / "REPORT.md"
+    df = load_results(results_dir)
+    lines = ["# flowbench report", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from "
+             f"{', '.join(sorted(df['source'].unique())) if len(df) else 'no results'} in "
+             f"`{results_dir}` by `flowbench report`. Times are medians over repeats, each "
+             "call blocked until done, first call (trace + compile) apart; inputs on the "
+             "device before timing.", ""]
+    if df.empty:
+        write_atomic(out_path, "\n".join(lines + ["No results yet: run `flowbench run "
+                                                  "quick` first.", ""]))
+        return out_path
+    lines += environment_section(df)
+    peak = _ok(df, "gemm_peak")["value"].max() if len(_ok(df, "gemm_peak")) else None
+    lines += quality_section(df, out_path.parent)
+    timing = df[df["kind"].isin(["time", "train"])]
+    for name, g in timing.groupby("matrix", sort=False):
+        lines += [f"## Matrix `{name}`", "",
+                  f"Reproduce: `flowbench run {name}` then `flowbench report`.", ""]
+        dims, batches = g["dim"].nunique(), g["batch"].nunique()
+        if dims > 2 or batches > 2:
+            lines += scaling_section(g, out_path.parent, name)
+        else:
+            lines += timing_section(g, name, peak)
+        fast = fastest_by_framework(g)
+        if len(fast):
+            lines += ["### Fastest matched variant against the fastest peer, per framework",
+                      "", fast.to_markdown(index=False, floatfmt=".3g"), ""]
+        pt = passes_table(g)
+        if len(pt):
+            lines += ["### Conditioner passes per layer (`log_prob / sample`), measured", "",
+                      pt.to_markdown(), ""]
+        mem = memory_table(g)
+        if len(mem):
+            lines += ["### Peak host memory of the cell's process (MB, frameworks included)",
+                      "", mem.to_markdown(floatfmt=".0f"), ""]
+    conv = results_dir / "conventions.md"
+    if conv.exists():
+        text = re.sub(r"^(#+) ", r"#\1 ", conv.read_text(), flags=re.M)  # one level down
+        lines += [text, ""]
+    lines += problems_section(df)
+    write_atomic(out_path, "\n".join(lines))
+    return out_path

@@ -1,0 +1,123 @@
+"""The report's rows: results files read into one frame, and the labels that keep every
+measured spec and device apart in a table (no two specs ever share a table cell)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import adapters
+
+from ..results import read
+
+
+TIDY = {"metric", "status", "cell", "value"}
+
+
+def framework(backend: str) -> str:
+    """The framework a backend runs on (the first module its registry entry needs)."""
+    entry = adapters.REGISTRY.get(backend)
+    return entry[1][0] if entry else "?"
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    frames = []
+    for path in sorted(Path(results_dir).glob("*.csv")):
+        df = read(path)
+        if df.empty or not TIDY <= set(df.columns):
+            continue  # passes.csv, compile_time.csv: tables of their own commands
+        if "matrix" not in df:
+            df["matrix"] = re.sub(r"\.shard-.*$", "", path.stem)
+        df["source"] = path.name
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    df["column"] = np.where(df["variant"].fillna("").astype(str).isin(["", "eager", "jit"]),
+                            df["backend"].astype(str),
+                            df["backend"].astype(str) + "/" + df["variant"].astype(str))
+    return df
+
+
+def _md(df: pd.DataFrame, floatfmt=".3g") -> str:
+    return df.to_markdown(floatfmt=floatfmt) if len(df) else "(no rows)"
+
+
+def _ok(df, metric, statistic=None):
+    sel = (df["metric"] == metric) & (df["status"] == "ok")
+    if statistic:
+        sel &= df["statistic"] == statistic
+    return df[sel]
+
+
+def _pivot(rows: pd.DataFrame, aggfunc="last") -> pd.DataFrame:
+    return rows.pivot_table(index="arch", columns="column", values="value", aggfunc=aggfunc)
+
+
+SPEC_FIELDS = ["transform", "conditioner", "direction", "dim", "layers", "hidden", "bins"]
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Spec values as label text: 5.0 -> "5", missing -> "?"."""
+    def one(v):
+        if pd.isna(v):
+            return "?"
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+    return values.map(one).astype(object)
+
+
+def _measured(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of what ran: what a table's labels have to tell apart (a skipped GPU
+    cell or depth is in the problems table, not a label)."""
+    return df[df["status"] == "ok"] if "status" in df else df
+
+
+def _label(rows: pd.DataFrame, keyed=(), columns=("column",), context=None) -> pd.DataFrame:
+    """The rows with table labels that keep every measured spec and device apart.
+
+    ``arch`` gets a suffix for each spec field (``SPEC_FIELDS``, less those in ``keyed``,
+    which the table keys on itself) that takes several values among that arch's rows in
+    ``context`` (default: ``rows``; tables pass every measured row of their results, so
+    a label means the same in each of them): layers and hidden as "maf 5x(128,128)", then
+    "bins 8", "dim 16", and transform, conditioner or direction by value; an arch
+    measured at one spec keeps its plain name. Each of ``columns`` (backend labels) gets
+    "@device" when the context spans several devices."""
+    if rows.empty:
+        return rows
+    ctx = rows if context is None else context
+    out = {}
+    if "arch" in rows and "arch" in ctx:
+        fields = [f for f in SPEC_FIELDS if f in rows and f in ctx and f not in keyed]
+        arch = rows["arch"].astype(object)
+        many = (ctx[fields].groupby(ctx["arch"].astype(object)).nunique() > 1
+                if fields else pd.DataFrame())
+
+        def varies(*names):
+            hit = pd.Series(False, index=rows.index)
+            for f in names:
+                if f in many:
+                    hit |= arch.map(many[f]).eq(True)
+            return hit
+
+        label = arch.astype(str)
+        for f in ("transform", "conditioner", "direction"):
+            if f in fields:
+                label = label.where(~varies(f), label + " " + _text(rows[f]))
+        if "layers" in fields or "hidden" in fields:
+            depth = (_text(rows["layers"]) if "layers" in rows else "?") + "x"
+            if "hidden" in rows:
+                depth = depth + "(" + _text(rows["hidden"]).str.replace("x", ",") + ")"
+            label = label.where(~varies("layers", "hidden"), label + " " + depth)
+        for f in ("bins", "dim"):
+            if f in fields:
+                label = label.where(~varies(f), label + f" {f} " + _text(rows[f]))
+        out["arch"] = label.where(arch.notna(), arch)
+    if "device" in rows and "device" in ctx and ctx["device"].nunique() > 1:
+        where = "@" + _text(rows["device"])
+        out.update({c: rows[c].astype(str) + where for c in columns if c in rows})
+    return rows.assign(**out)

@@ -1,0 +1,194 @@
+"""Timing tables of the report: medians with their IQR and the ratio to the row's fastest,
+compile times, GFLOP/s, the fastest matched variant against the fastest peer, passes,
+memory, the environment and the cells that did not run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import adapters
+
+from .figures import _figure
+from .frame import _label, _md, _measured, _ok, _pivot, framework
+
+
+def time_table(df: pd.DataFrame, op: str, dim, batch) -> pd.DataFrame:
+    """arch x backend(/variant): 'median ms ±IQR (x ratio to the row's fastest)'."""
+    sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
+    times = _label(_ok(df[sel], "time"), ("dim",), context=_measured(df))
+    med = _pivot(times[times["statistic"] == "median"])
+    if med.empty:
+        return med
+    iqr = _pivot(times[times["statistic"] == "iqr"]).reindex(index=med.index,
+                                                            columns=med.columns)
+    ratio = med.div(med.min(axis=1), axis=0)
+    out = med.copy().astype(object)
+    for a in med.index:
+        for c in med.columns:
+            v = med.loc[a, c]
+            out.loc[a, c] = "" if pd.isna(v) else (
+                f"{v * 1e3:.3g} ±{iqr.loc[a, c] * 1e3:.2g} (x{ratio.loc[a, c]:.2g})")
+    return out
+
+
+def single_table(df, metric, op, dim, batch, scale=1.0, fmt="{:.3g}", statistic=None):
+    sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
+    t = _pivot(_label(_ok(df[sel], metric, statistic), ("dim",), context=_measured(df))) * scale
+    return t.map(lambda v: "" if pd.isna(v) else fmt.format(v))
+
+
+def passes_table(df) -> pd.DataFrame:
+    """arch x backend: 'log_prob / sample' conditioner passes per layer, as measured."""
+    p = _ok(df, "passes")
+    p = p[p["op"].isin(["log_prob", "sample"])]
+    if p.empty:
+        return pd.DataFrame()
+    p = p.assign(per_layer=p["value"] / p["layers"])
+    dim = int(p["dim"].max()) if p["dim"].nunique() == 1 else int(
+        p["dim"].value_counts().idxmax())
+    p = _label(p[p["dim"] == dim], ("dim",), ("backend",), context=_measured(df))
+    t = p.pivot_table(index=["arch", "backend"], columns="op", values="per_layer",
+                      aggfunc="last")
+    cell = t.apply(lambda r: f"{r.get('log_prob', np.nan):g} / {r.get('sample', np.nan):g}",
+                   axis=1)
+    out = cell.unstack("backend").fillna("-")
+    out.columns.name = f"dim {dim}"
+    return out
+
+
+def environment_section(df) -> list[str]:
+    cal = df[df["kind"] == "calibration"]
+    lines = ["## Environment", ""]
+    env_cols = [c for c in ["matrix", "machine", "platform", "python", "cpu_count",
+                            "git_commit", "threads"] if c in df]
+    runs = df.groupby("run_id")[env_cols].last() if "run_id" in df else pd.DataFrame()
+    peaks = _ok(cal, "gemm_peak").groupby("run_id")["value"].last()
+    over = _ok(cal, "timer_overhead").groupby("run_id")["value"].last()
+    if len(runs):
+        runs = runs.assign(**{"GEMM peak (GFLOP/s)": peaks.reindex(runs.index).round(1),
+                              "timer overhead (us)": (over.reindex(runs.index) * 1e6).round(3)})
+        lines += [runs.reset_index().to_markdown(index=False), ""]
+    versions = cal[cal["metric"] == "backend"]
+    if len(versions):
+        v = versions.groupby("backend")[["backend_version", "variant", "error"]].last()
+        v.columns = ["version", "execution variants", "unavailable because"]
+        v = v.astype(object).fillna("").reset_index()
+        lines += ["Backends:", "", v.to_markdown(index=False), ""]
+    return lines
+
+
+def timing_section(df, name: str, peak: float | None) -> list[str]:
+    lines = []
+    points = (_ok(df, "time", "median")[["dim", "batch"]].drop_duplicates()
+              .sort_values(["dim", "batch"]).itertuples(index=False))
+    for dim, batch in points:
+        for op in [o for o in ["log_prob", "inverse", "forward", "sample", "train_step"]
+                   if o in set(df["op"])]:
+            t = time_table(df, op, dim, batch)
+            if t.empty:
+                continue
+            lines += [f"### `{op}`, dim {int(dim)}, batch {int(batch)}", "",
+                      "Median ms ±IQR (x ratio to the fastest in the row).", "", _md(t), ""]
+        comp = single_table(df, "compile", "log_prob", dim, batch, 1.0)
+        comp_s = single_table(df, "compile", "sample", dim, batch, 1.0)
+        if not comp.empty:
+            lines += [f"First call minus steady median (s), trace + compile, dim {int(dim)} "
+                      f"batch {int(batch)}: `log_prob`", "", _md(comp), "", "`sample`", "",
+                      _md(comp_s), ""]
+        gf = single_table(df, "gflops", "log_prob", dim, batch, 1.0, "{:.3g}", "median")
+        if not gf.empty and peak:
+            lines += [f"Conditioner GFLOP/s of `log_prob` (dim {int(dim)}, batch "
+                      f"{int(batch)}) against the measured float32 GEMM peak of "
+                      f"{peak:.0f} GFLOP/s (benchmarks/flops.py says what is counted):",
+                      "", _md(gf), ""]
+    return lines
+
+
+def fastest_by_framework(df) -> pd.DataFrame:
+    """Per framework, spec, op, shape and device: the fastest matched backend variant
+    against the fastest peer."""
+    med = _ok(df, "time", "median")
+    if med.empty:
+        return pd.DataFrame()
+    med = _label(med.assign(
+        framework=med["backend"].map(framework),
+        side=np.where(med["backend"].isin(list(adapters.MATCHED)), "matched", "peer")),
+        ("dim",), context=_measured(df))
+    keys = ["framework", "arch", "op", "dim", "batch"] + (["device"] if "device" in med
+                                                         else [])
+    rows = []
+    for key, g in med.groupby(keys, dropna=False):
+        fw, arch, op, dim, batch = key[:5]
+        best = {s: g[g.side == s].nsmallest(1, "value") for s in ("matched", "peer")}
+        if any(b.empty for b in best.values()):
+            continue
+        m, p = best["matched"].iloc[0], best["peer"].iloc[0]
+        rows.append({"framework": fw, "arch": arch, "op": op, "dim": int(dim),
+                     "batch": int(batch), "matched": m["column"],
+                     "matched ms": m["value"] * 1e3, "peer": p["column"],
+                     "peer ms": p["value"] * 1e3, "matched / peer": m["value"] / p["value"]})
+    return pd.DataFrame(rows)
+
+
+def memory_table(df) -> pd.DataFrame:
+    """arch x backend: the cell process's peak host memory, MB."""
+    mem = _pivot(_label(_ok(df, "peak_host_mem"), context=_measured(df)), aggfunc="max")
+    return mem / 2 ** 20
+
+
+def problems_section(df) -> list[str]:
+    st = df[(df["metric"] == "status") & (df["status"] != "ok")]
+    if st.empty:
+        return []
+    st = _label(st, keyed=("dim",), columns=("backend",))
+    t = st[["matrix", "backend", "variant", "arch", "dim", "dataset", "op", "status",
+            "error"]].astype(object).fillna("")
+    t = t.assign(error=t["error"].astype(str).str.slice(0, 160))
+    return ["## Cells and ops that did not run", "",
+            t.drop_duplicates().to_markdown(index=False), ""]
+
+
+def scaling_section(df, out_dir: Path, name: str) -> list[str]:
+    med = _label(_ok(df, "time", "median"), ("dim",), context=_measured(df))
+    if med.empty:
+        return []
+    med = med.assign(ms=med["value"] * 1e3, backend=med["column"])
+    lines = []
+    batch_counts = med.groupby("batch")["dim"].nunique()
+    dim_counts = med.groupby("dim")["batch"].nunique()
+    if batch_counts.max() > 1:  # a dim sweep at some batch
+        batch = int(batch_counts.idxmax())
+        sweep = med[med["batch"] == batch]
+        fig = out_dir / f"{name}_dim.png"
+        _figure(sweep, "dim", fig, f"{name}: time against dim (batch {batch})")
+        cell = sweep.assign(txt=sweep["ms"].map("{:.3g}".format) + " ("
+                            + sweep["passes"].fillna(-1).astype(int).astype(str) + ")")
+        t = cell.pivot_table(index=["arch", "op", "backend"], columns="dim", values="txt",
+                             aggfunc="last")
+        lines += [f"### Against dim (batch {batch})", "",
+                  "Median ms per call (conditioner passes of the call).", "",
+                  f"![time against dim]({fig.name})", "", t.fillna("").to_markdown(), ""]
+        growth = sweep.pivot_table(index=["arch", "op", "backend"], columns="dim",
+                                   values="value", aggfunc="last")
+        if growth.shape[1] > 1:
+            ratio = growth[growth.columns.max()] / growth[growth.columns.min()]
+            lines += [f"Growth, time at dim {growth.columns.max()} / time at dim "
+                      f"{growth.columns.min()}:", "",
+                      ratio.unstack("backend").to_markdown(floatfmt=".3g"), ""]
+    if dim_counts.max() > 1:  # a batch sweep at some dim
+        dim = int(dim_counts.idxmax())
+        sweep = med[med["dim"] == dim]
+        swept = sweep.groupby("arch")["batch"].nunique()
+        sweep = sweep[sweep["arch"].isin(swept[swept > 1].index)]
+        fig = out_dir / f"{name}_batch.png"
+        _figure(sweep, "batch", fig, f"{name}: time against batch (dim {dim})")
+        thr = _label(_ok(df[df["dim"] == dim], "throughput", "median"), ("dim",),
+                     context=_measured(df))
+        t = thr.pivot_table(index=["arch", "op", "column"], columns="batch", values="value",
+                            aggfunc="last")
+        lines += [f"### Against batch (dim {dim})", "", f"![time against batch]({fig.name})",
+                  "", "Throughput (samples/s):", "", t.to_markdown(floatfmt=".3g"), ""]
+    return lines
