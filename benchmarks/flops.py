@@ -48,6 +48,19 @@ def op_flops(spec: FlowSpec, op: str, passes: int, batch: int) -> float:
     return flops_per_pass(spec) * passes * batch * (TRAIN_FACTOR if op == "train_step" else 1)
 
 
+# the load check: a short numpy GEMM at the cell's thread count, beside the same check in
+# the run's calibration; a cell whose check is below LOAD_RATIO of the calibration's was
+# measured while something else used its CPUs
+LOAD_CHECK_N = 512
+LOAD_CHECK_TIME = 0.15
+LOAD_RATIO = 0.7
+
+
+def load_check() -> float:
+    """GFLOP/s of the short numpy GEMM that tells a quiet machine from a loaded one."""
+    return gemm_peak(LOAD_CHECK_N, LOAD_CHECK_TIME)
+
+
 def gemm_peak(n: int = 2048, min_time: float = 1.0) -> float:
     """Best float32 GFLOP/s of an n x n matmul in numpy (the BLAS numpy links, with the
     thread count this process was started with)."""

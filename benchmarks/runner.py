@@ -26,6 +26,7 @@ from pathlib import Path
 from . import matrix as M
 from . import results
 from .cell import Cell
+from .flops import LOAD_RATIO
 from .environment import describe as environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,7 @@ class RunSummary:
     ran: int = 0
     resumed: int = 0
     statuses: dict = field(default_factory=dict)
+    loaded: int = 0
     described: dict = field(default_factory=dict)
 
 
@@ -128,6 +130,9 @@ def calibration_rows(described: dict, run_id: str) -> list[dict]:
             "statistic": "value"}
     rows = [{**base, "metric": "timer_overhead", "value": cal["timer_overhead_s"],
              "unit": "s", "statistic": "median"},
+            {**base, "metric": "load_check", "value": cal["load_check_gflops"],
+             "unit": "GFLOP/s", "statistic": "max"},
+            {**base, "metric": "load_avg_1m", "value": cal["load_avg_1m"], "unit": "load"},
             {**base, "metric": "gemm_peak", "value": cal["gemm_peak_gflops"],
              "unit": "GFLOP/s", "statistic": "max"}]
     for name, b in described["backends"].items():
@@ -138,6 +143,21 @@ def calibration_rows(described: dict, run_id: str) -> list[dict]:
     return rows
 
 
+def flag_load(rows: list[dict], quiet: float | None) -> list[dict]:
+    """Rows of one cell with ``loaded`` set on each (and a ``load_ratio`` row): the
+    cell's slower GEMM check over ``quiet``, the run's calibration of the same check.
+    Below ``LOAD_RATIO`` the cell shared its CPUs with other work while it was timed."""
+    checks = [r["value"] for r in rows if r["metric"] == "load_check" and r["status"] == "ok"]
+    if not checks or not quiet:
+        return rows
+    ratio = min(checks) / quiet
+    loaded = ratio < LOAD_RATIO
+    status = next((r for r in rows if r["metric"] == "status" and not r["op"]), rows[-1])
+    ratio_row = {**status, "op": "", "metric": "load_ratio", "value": ratio, "unit": "ratio",
+                 "statistic": "min", "status": "ok", "error": ""}
+    return [{**r, "loaded": loaded} for r in rows[:-1] + [ratio_row, rows[-1]]]
+
+
 class _Store:
     """The one writer of a run's results file: rows of a finished cell are appended under
     a lock (cells may finish side by side), stamped with the run, and counted."""
@@ -145,6 +165,7 @@ class _Store:
     def __init__(self, out: Path, summary: RunSummary, matrix: str, force: bool, console):
         self.out, self.summary, self.force, self.console = out, summary, force, console
         self.stamp = {"run_id": summary.run_id, "matrix": matrix}
+        self.described: dict = {}
         self.lock = threading.Lock()
 
     def stamped(self, rows: list[dict]) -> list[dict]:
@@ -163,6 +184,12 @@ class _Store:
             self.summary.ran += 1
             if self.console is not None and status in ("failed", "timeout"):
                 self.console.print(f"[red]{cell.name} {status}[/red]: {err[:300]}")
+            if rows[0].get("loaded"):
+                self.summary.loaded += 1
+                if self.console is not None:
+                    self.console.print(f"[yellow]{cell.name}: measured under load[/yellow] "
+                                       "(its GEMM check was below "
+                                       f"{LOAD_RATIO:.0%} of the run's calibration)")
 
 
 def _describe(m: M.Matrix, store: _Store, console) -> dict:
@@ -203,6 +230,7 @@ def _execute(todo: list[Cell], m: M.Matrix, store: _Store, console, progress: bo
     for slot in slots:
         free.put(slot)
     artifacts = str(Path(store.out).parent / "artifacts")
+    quiet = store.described["calibration"].get("load_check_gflops")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True,
@@ -217,7 +245,7 @@ def _execute(todo: list[Cell], m: M.Matrix, store: _Store, console, progress: bo
                 slot = free.get()
                 try:
                     bar.update(task, description=f"cell {cell.name}")
-                    rows = run_cell(cell, m.fields["timeout"], slot)
+                    rows = flag_load(run_cell(cell, m.fields["timeout"], slot), quiet)
                 finally:
                     free.put(slot)
             store.add(rows, cell)
@@ -236,7 +264,7 @@ def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool 
     """Describe and calibrate, find the cells still to measure, measure them."""
     summary = RunSummary(run_id=new_run_id(), path=Path(out))
     store = _Store(Path(out), summary, m.name, force, console)
-    summary.described = _describe(m, store, console)
+    summary.described = store.described = _describe(m, store, console)
     todo = _todo(m, summary.described, Path(out), shard, force, summary, console)
     _execute(todo, m, store, console, progress)
     return summary

@@ -121,6 +121,15 @@ def peak_device_memory(backend, device: str):
     return None
 
 
+def check_load(rows: Rows, when: str) -> None:
+    """The 1-minute load average and the short GEMM check, at the cell's start and end:
+    the runner compares the check with the run's calibration (``flops.LOAD_RATIO``)."""
+    from .flops import load_check
+
+    rows.add("load_avg_1m", os.getloadavg()[0], "load", statistic=when)
+    rows.add("load_check", load_check(), "GFLOP/s", statistic=when)
+
+
 def run_cell(cell: Cell, out: str) -> int:
     import adapters
     from adapters.image import ImageSpec
@@ -133,6 +142,7 @@ def run_cell(cell: Cell, out: str) -> int:
                 **environment.describe())
     rows = Rows(out, base)
     t0 = time.perf_counter()
+    check_load(rows, "start")
     try:
         backend = adapters.load(cell.backend)
         rows.base.update(backend_version=backend.version())
@@ -171,6 +181,7 @@ def run_cell(cell: Cell, out: str) -> int:
         peak = peak_device_memory(backend, device)
         if peak is not None:
             rows.add("peak_device_mem", peak, "bytes", statistic="max")
+        check_load(rows, "end")
     except Exception as exc:  # the cell's status row says what went wrong; rows so far stay
         rows.status(_status_of(exc), _error(exc), traceback=traceback.format_exc(limit=4),
                     wall_s=time.perf_counter() - t0)
@@ -185,8 +196,11 @@ def describe(out: str, threads: int, names=None) -> int:
     from .flops import gemm_peak
     from .timing import timer_overhead
 
+    from .flops import load_check
+
     info = {"backends": {}, "calibration": {
         "timer_overhead_s": timer_overhead(), "gemm_peak_gflops": gemm_peak(),
+        "load_check_gflops": load_check(), "load_avg_1m": os.getloadavg()[0],
         "threads": threads}}
     for name, why in adapters.available().items():
         if names and name not in names:

@@ -255,3 +255,43 @@ def test_a_cell_round_trips_through_json_and_its_key_is_its_definition():
     assert run.keyed().key == cell.key  # run settings are not part of the key
     assert cell.replace(seed=cell.seed + 1).key != cell.key
     assert cell.replace(batches=[7]).batches == (7,) and "dim" not in cell.defining()
+
+
+def _cell_rows(checks, quiet_status="ok"):
+    base = dict(cell="c", backend="torch", arch="maf", op="", unit="", error="", status="ok")
+    rows = [{**base, "metric": "load_check", "statistic": s, "value": v}
+            for s, v in zip(("start", "end"), checks)]
+    rows += [{**base, "metric": "time", "op": "log_prob", "statistic": "median", "value": 1e-3},
+             {**base, "metric": "status", "statistic": "value", "value": float("nan"),
+              "status": quiet_status}]
+    return rows
+
+
+def test_a_cell_whose_gemm_check_falls_below_the_calibration_is_flagged_loaded():
+    quiet = runner.flag_load(_cell_rows([95.0, 90.0]), 100.0)
+    assert not any(r["loaded"] for r in quiet)
+    loaded = runner.flag_load(_cell_rows([95.0, 60.0]), 100.0)  # the slower check counts
+    assert all(r["loaded"] for r in loaded)
+    ratio = next(r for r in loaded if r["metric"] == "load_ratio")
+    assert ratio["value"] == pytest.approx(0.6) and loaded[-1]["metric"] == "status"
+    unjudged = runner.flag_load(_cell_rows([]), 100.0)  # no check: nothing to judge by
+    assert [r["metric"] for r in unjudged] == ["time", "status"]
+    assert not any("loaded" in r for r in unjudged)
+
+
+def test_report_marks_loaded_cells_and_few_repeats(tmp_path):
+    rows = []
+    for backend, checks in (("torch", [100.0, 100.0]), ("jax", [100.0, 40.0])):
+        for r in runner.flag_load(_cell_rows(checks), 100.0):
+            rows.append({**r, "cell": backend, "backend": backend, "variant": "eager",
+                         "matrix": "m", "dataset": "", "kind": "time", "dim": 2,
+                         "batch": 64, "repeats": 3 if backend == "jax" else 50,
+                         "run_id": "r"})
+    results.append(tmp_path / "m.csv", rows)
+    df = report.load_results(tmp_path)
+    t = report.time_table(df, "log_prob", 2, 64)
+    assert t.loc["maf", "jax"] == "1 ±nan (x1) n=3 †"
+    assert t.loc["maf", "torch"] == "1 ±nan (x1)"
+    text = "\n".join(report.loaded_section(df))
+    assert "Cells measured under load" in text and "| jax " in text and "0.40" in text
+    assert "torch" not in text.split("GEMM check / calibration")[1]

@@ -100,6 +100,11 @@ def test_batches_survive_force_and_shards_end_to_end(tmp_path):
             itertools.product(["maf", "nice"], ["log_prob", "sample"], [16, 32])}
     med = first[(first.metric == "time") & (first.statistic == "median")]
     assert set(zip(med.arch, med.op, med.batch.astype(int))) == want and len(med) == len(want)
+    # every cell checked the machine's load at its start and end, and was judged by it
+    checks = first[first.metric == "load_check"]
+    assert sorted(checks.statistic) == ["end", "end", "start", "start"]
+    assert (checks.value > 0).all() and (first.metric == "load_ratio").sum() == 2
+    assert first.loaded.notna().all()
 
     assert cli.main([*run, "--out", str(whole), "--force"]) == 0
     forced = _measured(results.read(whole / "tiny.csv"))

@@ -15,12 +15,12 @@ from pathlib import Path
 from ..results import write_atomic
 from .frame import _label, _ok, framework, load_results
 from .quality import _spread_table, quality_section
-from .tables import (environment_section, fastest_by_framework, memory_table, passes_table,
-                     problems_section, scaling_section, single_table, time_table,
-                     timing_section)
+from .tables import (environment_section, fastest_by_framework, loaded_section, memory_table,
+                     passes_table, problems_section, scaling_section, single_table,
+                     time_table, timing_section)
 
 __all__ = ["build", "environment_section", "fastest_by_framework", "framework",
-           "load_results", "memory_table", "passes_table", "problems_section",
+           "load_results", "loaded_section", "memory_table", "passes_table", "problems_section",
            "quality_section", "scaling_section", "single_table", "time_table",
            "timing_section", "_label", "_spread_table"]
 
@@ -67,6 +67,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
     if conv.exists():
         text = re.sub(r"^(#+) ", r"#\1 ", conv.read_text(), flags=re.M)  # one level down
         lines += [text, ""]
+    lines += loaded_section(df)
     lines += problems_section(df)
     write_atomic(out_path, "\n".join(lines))
     return out_path

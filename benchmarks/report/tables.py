@@ -15,22 +15,42 @@ from .figures import _figure
 from .frame import _label, _md, _measured, _ok, _pivot, framework
 
 
+# below this many repeats a median's IQR says little: the table prints the count
+FEW_REPEATS = 10
+LOADED_MARK = " †"
+
+
 def time_table(df: pd.DataFrame, op: str, dim, batch) -> pd.DataFrame:
-    """arch x backend(/variant): 'median ms ±IQR (x ratio to the row's fastest)'."""
+    """arch x backend(/variant): 'median ms ±IQR (x ratio to the row's fastest)', with
+    'n=3' where the median is of fewer than FEW_REPEATS repeats and † where the cell was
+    measured under load."""
     sel = (df["op"] == op) & (df["dim"] == dim) & (df["batch"] == batch)
     times = _label(_ok(df[sel], "time"), ("dim",), context=_measured(df))
-    med = _pivot(times[times["statistic"] == "median"])
+    medians = times[times["statistic"] == "median"]
+    med = _pivot(medians)
     if med.empty:
         return med
     iqr = _pivot(times[times["statistic"] == "iqr"]).reindex(index=med.index,
                                                             columns=med.columns)
+    reps = _pivot(medians.assign(value=medians["repeats"])).reindex(
+        index=med.index, columns=med.columns) if "repeats" in medians else None
+    loaded = _pivot(medians.assign(value=medians["loaded"].eq(True).astype(float)),
+                    aggfunc="max").reindex(index=med.index, columns=med.columns) \
+        if "loaded" in medians else None
     ratio = med.div(med.min(axis=1), axis=0)
     out = med.copy().astype(object)
     for a in med.index:
         for c in med.columns:
             v = med.loc[a, c]
-            out.loc[a, c] = "" if pd.isna(v) else (
-                f"{v * 1e3:.3g} ±{iqr.loc[a, c] * 1e3:.2g} (x{ratio.loc[a, c]:.2g})")
+            if pd.isna(v):
+                out.loc[a, c] = ""
+                continue
+            text = f"{v * 1e3:.3g} ±{iqr.loc[a, c] * 1e3:.2g} (x{ratio.loc[a, c]:.2g})"
+            if reps is not None and pd.notna(reps.loc[a, c]) and reps.loc[a, c] < FEW_REPEATS:
+                text += f" n={int(reps.loc[a, c])}"
+            if loaded is not None and loaded.loc[a, c] == 1:
+                text += LOADED_MARK
+            out.loc[a, c] = text
     return out
 
 
@@ -91,7 +111,9 @@ def timing_section(df, name: str, peak: float | None) -> list[str]:
             if t.empty:
                 continue
             lines += [f"### `{op}`, dim {int(dim)}, batch {int(batch)}", "",
-                      "Median ms ±IQR (x ratio to the fastest in the row).", "", _md(t), ""]
+                      "Median ms ±IQR (x ratio to the fastest in the row; n=: repeats, "
+                      f"where fewer than {FEW_REPEATS};{LOADED_MARK}: measured under load).",
+                      "", _md(t), ""]
         comp = single_table(df, "compile", "log_prob", dim, batch, 1.0)
         comp_s = single_table(df, "compile", "sample", dim, batch, 1.0)
         if not comp.empty:
@@ -137,6 +159,23 @@ def memory_table(df) -> pd.DataFrame:
     """arch x backend: the cell process's peak host memory, MB."""
     mem = _pivot(_label(_ok(df, "peak_host_mem"), context=_measured(df)), aggfunc="max")
     return mem / 2 ** 20
+
+
+def loaded_section(df) -> list[str]:
+    """Cells whose GEMM check fell below the run's calibration while they were timed:
+    their times are not for comparison (the runner's ``flag_load``)."""
+    ratio = _ok(df, "load_ratio")
+    if "loaded" not in ratio or not ratio["loaded"].eq(True).any():
+        return []
+    hit = _label(ratio[ratio["loaded"].eq(True)], keyed=("dim",), columns=("backend",))
+    t = hit[["matrix", "backend", "variant", "arch", "dim", "dataset", "value"]]
+    t = t.rename(columns={"value": "GEMM check / calibration"})
+    return ["## Cells measured under load", "",
+            "Their short GEMM check ran below the run's calibration of the same check "
+            "(threshold in benchmarks/flops.py, LOAD_RATIO): another process shared their "
+            "CPUs, so their times (marked † in the tables) are not for comparison. Rerun "
+            "them on a quiet machine with --force.", "",
+            t.astype(object).fillna("").to_markdown(index=False, floatfmt=".2f"), ""]
 
 
 def problems_section(df) -> list[str]:
