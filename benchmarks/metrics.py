@@ -5,7 +5,8 @@ and sums of thousands of log-densities or n x n kernel sums lose digits there.
 
 Three families:
 
-- likelihood: `nll`, `bits_per_dim`, `entropy_gap`;
+- likelihood: `nll`, `bits_per_dim`, `entropy_gap`, and `paired_difference` of two
+  models' NLL on the same rows;
 - normality of latents z = f^-1(x_test) against N(0, I): `henze_zirkler`, `mardia`,
   per-dimension KS / Anderson-Darling, gathered with a null calibrated at the same n by
   `normality`;
@@ -34,7 +35,7 @@ from scipy import stats
 from scipy.spatial.distance import pdist
 
 __all__ = [
-    "nll", "bits_per_dim", "logit_log_jacobian", "entropy_gap",
+    "nll", "bits_per_dim", "logit_log_jacobian", "entropy_gap", "paired_difference",
     "henze_zirkler", "mardia", "ks_normal", "anderson_normal", "normality",
     "sliced_wasserstein", "ks_mean", "corr_frobenius", "median_bandwidth", "mmd_rbf",
     "two_sample",
@@ -216,6 +217,35 @@ def entropy_gap(test_nll, entropy: float, entropy_se: float = 0.0) -> dict:
     return {"gap": nums["nll"] - nums["entropy"],
             "stderr": float(np.hypot(nums["nll stderr"], nums["entropy_se"])),
             "nll": nums["nll"], "entropy": nums["entropy"]}
+
+
+def paired_difference(log_prob_a, log_prob_b) -> dict:
+    """NLL of model a minus NLL of model b on the same rows, with its standard error.
+
+    `log_prob_a` and `log_prob_b` (shape (n,)) are the two models' log-densities of the
+    same rows in the same order. Per row d = -(log_prob_a - log_prob_b); "diff" is mean(d)
+    (positive: a is worse) and "stderr" is std(d, ddof=1) / sqrt(n). Pairing removes the
+    noise the rows share, so this error is usually far below either NLL's own. "t" and
+    "p" are the paired t statistic (= diff / stderr) and its two-sided p-value
+    (`scipy.stats.ttest_rel`); identical differences on every row give t = 0, p = 1 when
+    they are all zero and t = +-inf, p = 0 otherwise.
+
+    Returns {"diff", "stderr", "n", "t", "p"}.
+    """
+    a = _rows("log_prob_a", log_prob_a)
+    b = _rows("log_prob_b", log_prob_b)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: log_prob_a has shape {a.shape}, log_prob_b has "
+                         f"shape {b.shape}; a paired difference needs the same rows")
+    d = b - a
+    n = d.shape[0]
+    diff, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n))
+    if se > 0:
+        res = stats.ttest_rel(b, a)
+        t, p = float(res.statistic), float(res.pvalue)
+    else:
+        t, p = (0.0, 1.0) if diff == 0 else (float(np.copysign(np.inf, diff)), 0.0)
+    return {"diff": diff, "stderr": se, "n": n, "t": t, "p": p}
 
 
 # ----------------------------------------------------------------------------- normality

@@ -10,6 +10,13 @@ failed with the step it diverged at, after the curve so far is written.
 Early stopping restores the best validation weights where the backend exports canonical
 weights (every matched backend); peers, which do not, keep their last weights, and the
 ``restored_best`` row says which happened.
+
+Where the cell has an artifacts folder, the per-row test log-densities (``test_log_density``,
+float64, in the units of the ``test_nll`` row: its negative mean is that row) are saved
+beside the results, so the report can pair two backends on the same test rows: in the
+cell's pictures file ``{key}.npz`` when it draws pictures (2-D and image cells with
+quality on), else in ``{key}.log_density.npz`` of their own (the report's figures read
+every ``{key}.npz`` as pictures).
 """
 
 from __future__ import annotations
@@ -134,6 +141,9 @@ def evaluate(flow, backend, ds, cell: Cell, rows, std: Standardizer) -> None:
     its null at the same n, two-sample distances of flow samples against held-out data
     with the level two draws of the target reach, and the round-trip error."""
     lp = std.log_density(flow, backend, ds.test)
+    pictures = bool(cell.artifacts) and cell.quality and ds.dim == 2
+    if not pictures:
+        save_log_density(cell, lp)
     res = metrics.nll(lp, ds.dim)
     rows.add("test_nll", res["nll"], "nats", statistic="mean", stderr=res["stderr"])
     rows.add("test_nll_per_dim", res["nll_per_dim"], "nats", statistic="mean",
@@ -147,8 +157,8 @@ def evaluate(flow, backend, ds, cell: Cell, rows, std: Standardizer) -> None:
         return
     seed, max_n = cell.seed, cell.metric_n
     z = latent_rows(flow, std(ds.test), cell, rows, "data units (standardised)")
-    if cell.artifacts and ds.dim == 2:
-        save_pictures(flow, backend, ds, std, z, cell)
+    if pictures:
+        save_pictures(flow, backend, ds, std, z, cell, test_log_density=lp)
     n = min(len(ds.test), max_n)
     samples = std.undo(flow.sample(n, seed=seed + 1))
     ref = ds.density.sample(n, np.random.default_rng(seed + 10_007))
@@ -184,10 +194,11 @@ def two_sample_rows(samples, data, ref, cell: Cell, rows, unit: str, detail: str
 GRID = 96
 
 
-def save_pictures(flow, backend, ds, std: Standardizer, z, cell: Cell) -> None:
+def save_pictures(flow, backend, ds, std: Standardizer, z, cell: Cell,
+                  test_log_density: np.ndarray) -> None:
     """What the report draws for a 2-D dataset, beside the results: the learned and the
     true log-density on a grid over the test data's range, and test points mapped to the
-    latent."""
+    latent; with them the per-row test log-densities the report pairs backends on."""
     lo, hi = np.percentile(ds.test, [0.5, 99.5], axis=0)
     pad = 0.1 * (hi - lo)
     axes = [np.linspace(lo[i] - pad[i], hi[i] + pad[i], GRID) for i in range(2)]
@@ -197,7 +208,8 @@ def save_pictures(flow, backend, ds, std: Standardizer, z, cell: Cell) -> None:
     true = (ds.log_prob(pts).reshape(GRID, GRID) if ds.log_prob is not None
             else np.full((GRID, GRID), np.nan))
     _save(cell, x=axes[0], y=axes[1], learned=learned, true=true,
-          z=z[:1000].astype(np.float32))
+          z=z[:1000].astype(np.float32),
+          test_log_density=np.asarray(test_log_density, np.float64))
 
 
 def train_cell(flow, backend, cell: Cell, rows, images=None):
@@ -232,7 +244,10 @@ def evaluate_images(flow, backend, images, cell: Cell, rows, prep: ImagePrep) ->
     rows.add("test_nll", nll, "nats", statistic="mean", stderr=bpd["stderr"] * D * np.log(2))
     rows.add("test_nll_per_dim", nll / D, "nats", statistic="mean",
              stderr=bpd["stderr"] * np.log(2))
+    # per row, in test_nll's units (x + U on [0, levels]^D): its negative mean is test_nll
+    lp = lp_y + log_jac - D * np.log(deq.levels)
     if not cell.quality:
+        save_log_density(cell, lp)
         return y
     seed, max_n = cell.seed, cell.metric_n
     latent_rows(flow, y, cell, rows, "logit units")
@@ -243,15 +258,26 @@ def evaluate_images(flow, backend, images, cell: Cell, rows, prep: ImagePrep) ->
                     "reference: validation images")
     if cell.artifacts:
         _save(cell, samples=deq.to_pixels(samples[:SAMPLE_GRID]),
-              data=images.test[:SAMPLE_GRID], levels=np.int64(images.levels))
+              data=images.test[:SAMPLE_GRID], levels=np.int64(images.levels),
+              test_log_density=np.asarray(lp, np.float64))
     return y
 
 
-def _save(cell: Cell, **arrays) -> None:
+LOG_DENSITY_SUFFIX = ".log_density"  # {key}.log_density.npz: a cell that draws no pictures
+
+
+def save_log_density(cell: Cell, lp) -> None:
+    """Per-row test log-densities of a cell that draws no pictures, in a file of its own
+    (the report pairs backends on them); nothing without an artifacts folder."""
+    if cell.artifacts:
+        _save(cell, LOG_DENSITY_SUFFIX, test_log_density=np.asarray(lp, np.float64))
+
+
+def _save(cell: Cell, suffix: str = "", **arrays) -> None:
     """The cell's pictures beside the results (written atomically), for the report."""
     from pathlib import Path
 
-    path = Path(cell.artifacts) / f"{cell.key}.npz"
+    path = Path(cell.artifacts) / f"{cell.key}{suffix}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **arrays)

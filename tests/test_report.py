@@ -3,10 +3,13 @@ out by hand, and every table keyed on every spec field and device that varies.""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from benchmarks import report
+from benchmarks import metrics, report
+from benchmarks.report import quality
 
 # transform, conditioner, direction of the presets used here (adapters/spec.py)
 SPECS = {"maf": ("affine", "autoregressive", "density"),
@@ -215,25 +218,36 @@ def _nll(backend, arch, values, layers=5, variant="eager", **more):
             for s, v in enumerate(values)]
 
 
+def _with_se(rows, stderrs):
+    return [{**r, "stderr": se} for r, se in zip(rows, stderrs)]
+
+
 def test_quality_section_mean_std_over_seeds_and_spread(tmp_path):
-    rows = (_nll("torch", "maf", [3.60, 3.62, 3.65])
-            + _nll("jax", "maf", [3.70, 3.70, 3.73], variant="jit")
-            + _nll("torch", "nsf", [3.55])
+    rows = (_with_se(_nll("torch", "maf", [3.60, 3.62, 3.65]), [0.01, 0.02, 0.02])
+            + _with_se(_nll("jax", "maf", [3.70, 3.70, 3.73], variant="jit"),
+                       [0.03, 0.03, 0.03])
+            + _with_se(_nll("torch", "nsf", [3.55]), [0.0141])
             + [row("target_entropy", 3.531024, kind="train", dataset="eq39", op=""),
                row("steps_run", 100, kind="train", dataset="eq39", op=""),
                row("steps_run", 250, kind="train", dataset="eq39", op="", seed=1)]
-            + [row("entropy_gap", v, kind="train", dataset="eq39", op="", seed=s)
-               for s, v in enumerate([0.07, 0.09, 0.12])]
+            + [row("entropy_gap", v, kind="train", dataset="eq39", op="", seed=s,
+                   stderr=se)
+               for s, v, se in zip(range(3), [0.07, 0.09, 0.12], [0.02, 0.02, 0.01])]
             + [row("status", float("nan"), kind="train", dataset="eq39", op="",
                    arch="nsf", backend="jax", status="failed", error="diverged")])
     text = "\n".join(report.quality_section(load(tmp_path, rows), tmp_path))
     assert "Target entropy 3.5310 nats" in text
     assert "Adam steps run: 100 to 250" in text
     nll = {r["arch"]: r for r in md_table(text, "### eq39: test NLL (nats)")}
-    # torch maf: mean 10.87 / 3; deviations -.02333, -.00333, .02667 -> std 0.02517
-    # jax maf: mean 3.71; deviations -.01, -.01, .02 -> std sqrt(.0006 / 2) = 0.01732
-    assert nll["maf"] == {"arch": "maf", "jax": "3.7100 ±0.0173", "torch": "3.6233 ±0.0252"}
-    assert nll["nsf"] == {"arch": "nsf", "jax": "", "torch": "3.5500"}  # one seed: no ±
+    # mean over seeds ± sqrt(sum SE_i^2) / k, then sd over seeds:
+    # torch maf: mean 10.87 / 3; SE sqrt(.0001 + .0004 + .0004) / 3 = .01; deviations
+    # -.02333, -.00333, .02667 -> sd 0.02517
+    # jax maf: mean 3.71; SE sqrt(3 * .0009) / 3 = .01732; deviations -.01, -.01, .02 -> sd
+    # sqrt(.0006 / 2) = 0.01732
+    assert nll["maf"] == {"arch": "maf", "jax": "3.7100 ±0.0173 sd 0.0173",
+                          "torch": "3.6233 ±0.0100 sd 0.0252"}
+    assert nll["nsf"] == {"arch": "nsf", "jax": "", "torch": "3.5500 ±0.0141"}  # one seed
+    assert "standard error" in text and "sqrt(sum SE_i^2) / k" in text
     spread = {r[""]: r for r in md_table(text, next(
         line for line in text.splitlines() if line.startswith("Spread of test NLL")))}
     # between: std of (3.62333, 3.71) = 0.08667 / sqrt 2; within: mean of the two stds
@@ -241,8 +255,12 @@ def test_quality_section_mean_std_over_seeds_and_spread(tmp_path):
                              "between backends": "0.0613", "between seeds": "0.0212",
                              "within": "NO"}
     assert "nsf" not in spread  # one backend, one seed
-    gap = {r["arch"]: r for r in md_table(text, "Gap NLL - entropy (nats):")}
-    assert gap["maf"]["torch"] == "0.0933"  # mean of 0.07, 0.09, 0.12
+    gap = {r["arch"]: r for r in md_table(text, next(
+        line for line in text.splitlines() if line.startswith("Gap NLL - entropy")))}
+    # mean of 0.07, 0.09, 0.12; SE sqrt(.0004 + .0004 + .0001) / 3 = .01; sd .02517
+    assert gap["maf"]["torch"] == "0.0933 ±0.0100 sd 0.0252"
+    # no artifacts in tmp_path: one line, no table
+    assert "no per-row test log-densities saved for eq39" in text
 
 
 def test_problems_section_lists_what_did_not_run(tmp_path):
@@ -346,8 +364,9 @@ def test_report_quality_spread_and_depth_labels(tmp_path):
     assert close.loc["maf 5x(128,128)", "within"] == "yes"
     text = "\n".join(report.quality_section(load(tmp_path, rows), tmp_path))
     nll = {r["arch"]: r for r in md_table(text, "### eq39: test NLL (nats)")}
-    assert nll["maf 1x(128,128)"]["torch"] == "4.5300 ±0.0200"
-    assert nll["maf 5x(128,128)"]["tfp"] == "3.8300 ±0.0200"
+    # no stderr in these rows: the mean and the sd over seeds only
+    assert nll["maf 1x(128,128)"]["torch"] == "4.5300 sd 0.0200"
+    assert nll["maf 5x(128,128)"]["tfp"] == "3.8300 sd 0.0200"
 
 
 def test_build_writes_every_section_with_labels(tmp_path):
@@ -399,3 +418,123 @@ def test_scaling_tables_keep_two_depths_and_devices_apart(tmp_path):
     assert growth["('maf 5x(128,128)', 'sample')"]["torch@gpu"] == "16"  # dim 32 / dim 2
     assert growth["('maf 1x(128,128)', 'log_prob')"]["torch@cpu"] == "1"
     assert growth["('maf 1x(128,128)', 'log_prob')"]["torch@gpu"] == "nan"
+
+
+# -- paired differences on the same test rows ----------------------------------------------
+
+
+def _paired(k_se: float, n: int = 400, seed: int = 0):
+    """(reference log-densities, column log-densities, d): d = -(lp_col - lp_ref) per row
+    with mean exactly k_se standard errors of d."""
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(-3.5, 1.0, n)
+    e = rng.normal(0.0, 0.05, n)
+    e -= e.mean()
+    d = e + k_se * e.std(ddof=1) / np.sqrt(n)
+    return ref, ref - d, d
+
+
+def _train_cell(tmp_path, backend, variant, seed, lp, *, suffix=".log_density", arch="maf",
+                **more):
+    """A test_nll row of a train cell and its saved per-row log-densities."""
+    r = row("test_nll", -lp.mean(), backend=backend, variant=variant, arch=arch, seed=seed,
+            kind="train", dataset="eq39", op="", stderr=lp.std(ddof=1) / np.sqrt(len(lp)),
+            **more)
+    (tmp_path / "artifacts").mkdir(exist_ok=True)
+    # a pictures file (suffix "") holds what the report draws beside the log-densities
+    pictures = {} if suffix else dict(x=np.arange(3.0), y=np.arange(3.0), z=np.zeros((5, 2)),
+                                      learned=np.zeros((3, 3)), true=np.zeros((3, 3)))
+    np.savez(tmp_path / "artifacts" / f"{r['cell']}{suffix}.npz", test_log_density=lp,
+             **pictures)
+    return r
+
+
+PAIRED = "eq39: paired NLL difference vs `torch` (nats, ± SE)"
+
+
+def test_paired_difference_standard_error_against_numpy():
+    rng = np.random.default_rng(3)
+    a = rng.normal(-3.0, 1.0, 257)
+    b = a + rng.normal(0.01, 0.1, 257)
+    got = metrics.paired_difference(a, b)
+    d = -(a - b)
+    assert got["n"] == 257
+    assert got["diff"] == pytest.approx(d.mean(), abs=1e-15)
+    assert got["stderr"] == pytest.approx(np.std(d, ddof=1) / np.sqrt(257), rel=1e-12)
+    ref = stats.ttest_rel(b, a)  # the same t as diff / stderr
+    assert got["t"] == pytest.approx(got["diff"] / got["stderr"], rel=1e-12)
+    assert got["t"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert got["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    with pytest.raises(ValueError, match="same rows"):
+        metrics.paired_difference(a, b[:-1])
+    same = metrics.paired_difference(a, a)
+    assert (same["diff"], same["stderr"], same["t"], same["p"]) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_report_pairs_backends_on_the_same_rows(tmp_path):
+    """Through ``report.build``: hand-made artifacts, the SE from numpy, 3 SE significant,
+    1 SE not, either file the training writes."""
+    ref, col3, d3 = _paired(3.0)
+    _, col1, d1 = _paired(1.0, seed=0)  # same reference rows, another column
+    rows = [_train_cell(tmp_path, "torch", "eager", 0, ref),
+            _train_cell(tmp_path, "jax", "jit", 0, col3, suffix=""),  # pictures file
+            _train_cell(tmp_path, "tfp", "xla", 0, col1)]
+    for r in rows:
+        r["matrix"] = "quick"
+    pd.DataFrame(rows).to_csv(tmp_path / "quick.csv", index=False)
+    text = report.build(tmp_path).read_text()
+    t = md_table(text, PAIRED)
+    assert len(t) == 1 and t[0]["torch"] == "reference"
+    for cell, d in ((t[0]["jax"], d3), (t[0]["tfp/xla"], d1)):
+        se = np.std(d, ddof=1) / np.sqrt(len(d))
+        assert cell.startswith(f"{d.mean():+.4f} ±{se:.4f} ")
+    assert t[0]["jax"].endswith("(sig.)")     # 3 SE
+    assert t[0]["tfp/xla"].endswith("(n.s.)")  # 1 SE
+    assert "within 2 SE of zero, not significant" in text
+
+
+def test_paired_section_combines_seeds(tmp_path):
+    rows, diffs, ses = [], [], []
+    for seed, k in ((0, 3.0), (1, 0.5), (2, 2.0)):
+        ref, col, d = _paired(k, n=300 + 50 * seed, seed=seed)
+        rows += [_train_cell(tmp_path, "torch", "eager", seed, ref),
+                 _train_cell(tmp_path, "jax", "jit", seed, col)]
+        diffs.append(d.mean())
+        ses.append(np.std(d, ddof=1) / np.sqrt(len(d)))
+    # a jax cell whose rows do not match its reference's: left out, and said so
+    rows.append(_train_cell(tmp_path, "torch", "eager", 3, np.zeros(10)))
+    rows.append(_train_cell(tmp_path, "jax", "jit", 3, np.ones(11)))
+    # a cell from before the log-densities were saved
+    rows.append(row("test_nll", 3.6, backend="tfp", variant="xla", seed=0, kind="train",
+                    dataset="eq39", op="", stderr=0.01))
+    ok = report._label(load(tmp_path, rows))
+    text = "\n".join(quality.paired_section(ok, tmp_path / "artifacts", "eq39"))
+    t = md_table(text, PAIRED)[0]
+    mean, se, sd = np.mean(diffs), np.sqrt(np.sum(np.square(ses))) / 3, np.std(diffs, ddof=1)
+    assert t["jax"] == f"{mean:+.4f} ±{se:.4f} sd {sd:.4f} " + (
+        "(sig.)" if abs(mean) > 2 * se else "(n.s.)")
+    assert "tfp/xla" not in t
+    assert "1 of 9 cells have no saved test log-densities" in text
+    assert "1 pair(s) left out: different numbers of test rows" in text
+    c = quality.combine_seeds([1.0, 2.0, 4.0], [0.1, 0.2, 0.2])
+    assert c == {"mean": pytest.approx(7 / 3), "stderr": pytest.approx(0.1),
+                 "sd": pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1)), "k": 3}
+
+
+def test_paired_section_reference_is_the_first_matched_backend(tmp_path):
+    ref, col, _ = _paired(3.0)
+    rows = [_train_cell(tmp_path, "zuko", "eager", 0, col),
+            _train_cell(tmp_path, "tfp", "xla", 0, col),
+            _train_cell(tmp_path, "jax", "jit", 0, ref)]
+    text = "\n".join(quality.paired_section(report._label(load(tmp_path, rows)),
+                                             tmp_path / "artifacts", "eq39"))
+    t = md_table(text, "eq39: paired NLL difference vs `jax` (nats, ± SE)")[0]
+    assert t["jax"] == "reference" and t["zuko"].endswith("(sig.)")
+    assert list(t) == ["arch", "jax", "tfp/xla", "zuko"]
+    # torch before jax; its plain variant before torch/compile
+    rows += [_train_cell(tmp_path, "torch", "compile", 0, col),
+             _train_cell(tmp_path, "torch", "eager", 0, col)]
+    text = "\n".join(quality.paired_section(report._label(load(tmp_path, rows)),
+                                             tmp_path / "artifacts", "eq39"))
+    t = md_table(text, PAIRED)[0]
+    assert t["torch"] == "reference" and t["torch/compile"] == "+0.0000 ±0.0000 (n.s.)"

@@ -35,6 +35,12 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     assert rows.loc["restored_best", "value"] == 1.0
     curve = _run(cell, tmp_path)
     assert (curve[curve.metric == "curve_val_nll"].step.tolist()[:3] == [10, 20, 30])
+    # no pictures without quality: the per-row test log-densities in a file of their own
+    assert not (tmp_path / "artifacts" / f"{cell.key}.npz").exists()
+    lp = np.load(tmp_path / "artifacts" / f"{cell.key}.log_density.npz")["test_log_density"]
+    assert lp.shape == (1000,)
+    assert -lp.mean() == pytest.approx(curve.set_index("metric").loc["test_nll", "value"],
+                                       abs=1e-9)
 
 
 def test_quality_rows_and_pictures(tmp_path):
@@ -54,6 +60,11 @@ def test_quality_rows_and_pictures(tmp_path):
     grid = RegularGridInterpolator((pic["y"], pic["x"]), pic["learned"], bounds_error=False,
                                    fill_value=None)
     nll, se = by.loc["test_nll", ["value", "stderr"]]
+    # the per-row test log-densities the report pairs backends on: the test_nll row's rows
+    lp = pic["test_log_density"]
+    assert lp.dtype == np.float64 and lp.shape == (1000,)
+    assert -lp.mean() == pytest.approx(nll, abs=1e-9)
+    assert np.std(lp, ddof=1) / np.sqrt(1000) == pytest.approx(se, rel=1e-9)
     assert nll == pytest.approx(-grid(ds.test[:, ::-1]).mean(), abs=0.01)
     assert se == pytest.approx(np.std(grid(ds.test[:, ::-1]), ddof=1) / np.sqrt(1000),
                                rel=0.05)
@@ -109,6 +120,11 @@ def test_image_cell_bits_per_dim_quality_and_sample_grid(tmp_path):
     pic = np.load(tmp_path / "artifacts" / f"{cell.key}.npz")
     assert pic["samples"].shape == (64, 8, 8, 1) and pic["samples"].dtype == np.uint8
     assert pic["samples"].max() <= 16 and int(pic["levels"]) == 17
+    lp = pic["test_log_density"]  # per row, in test_nll's units
+    assert lp.dtype == np.float64 and lp.ndim == 1 and len(lp) > 100
+    np.testing.assert_allclose(-lp.mean(), nll, rtol=1e-9)
+    np.testing.assert_allclose(np.std(lp, ddof=1) / np.sqrt(len(lp)),
+                               by.loc["test_nll", "stderr"], rtol=1e-9)
     timed = rows[(rows.metric == "time") & (rows.statistic == "median")]
     assert set(timed.op) == {"log_prob", "sample", "train_step"}
     assert np.isfinite(rows[rows.metric == "gflops"].value).all()
