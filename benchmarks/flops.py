@@ -61,6 +61,20 @@ def load_check() -> float:
     return gemm_peak(LOAD_CHECK_N, LOAD_CHECK_TIME)
 
 
+def memory_bandwidth(mbytes: int = 256, min_time: float = 0.5) -> float:
+    """Best GB/s of copying a ``mbytes`` MB float32 array (a read and a write per byte):
+    the roof for ops that move more than they compute."""
+    a = np.ones(mbytes * 2 ** 20 // 4, np.float32)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best / 1e9
+
+
 def gemm_peak(n: int = 2048, min_time: float = 1.0) -> float:
     """Best float32 GFLOP/s of an n x n matmul in numpy (the BLAS numpy links, with the
     thread count this process was started with)."""

@@ -18,9 +18,9 @@ COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
            "backend_version", "variant", "kind", "arch", "transform", "conditioner",
            "direction", "dim", "layers", "hidden", "bins", "dataset", "batch", "op", "metric",
            "value", "unit", "statistic", "repeats", "passes", "threads", "seed", "status",
-           "error", "cell"]
+           "error", "cell", "source"]
 # one measurement: a later row with the same key replaces an earlier one (--force, merge)
-ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch", "step"]
+ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch", "step", "source"]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -134,7 +134,11 @@ def calibration_rows(described: dict, run_id: str) -> list[dict]:
              "unit": "GFLOP/s", "statistic": "max"},
             {**base, "metric": "load_avg_1m", "value": cal["load_avg_1m"], "unit": "load"},
             {**base, "metric": "gemm_peak", "value": cal["gemm_peak_gflops"],
-             "unit": "GFLOP/s", "statistic": "max"}]
+             "unit": "GFLOP/s", "statistic": "max", "source": "numpy"},
+            {**base, "metric": "mem_bandwidth", "value": cal["mem_bandwidth_gbs"],
+             "unit": "GB/s", "statistic": "max", "source": "numpy copy"}]
+    rows += [{**base, "metric": "gemm_peak", "value": v, "unit": "GFLOP/s",
+              "statistic": "max", "source": fw} for fw, v in cal["framework_peaks"].items()]
     for name, b in described["backends"].items():
         rows.append({**base, "metric": "backend", "backend": name, "value": float("nan"),
                      "unit": "", "backend_version": b["version"],

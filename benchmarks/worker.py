@@ -198,10 +198,12 @@ def describe(out: str, threads: int, names=None) -> int:
 
     from .flops import load_check
 
+    from .flops import memory_bandwidth
+
     info = {"backends": {}, "calibration": {
         "timer_overhead_s": timer_overhead(), "gemm_peak_gflops": gemm_peak(),
         "load_check_gflops": load_check(), "load_avg_1m": os.getloadavg()[0],
-        "threads": threads}}
+        "mem_bandwidth_gbs": memory_bandwidth(), "framework_peaks": {}, "threads": threads}}
     for name, why in adapters.available().items():
         if names and name not in names:
             continue
@@ -215,6 +217,9 @@ def describe(out: str, threads: int, names=None) -> int:
                              version=b.version())
                 if hasattr(b, "capabilities"):
                     entry["missing"] = {a: r for a, r in b.capabilities().items() if r}
+                peaks = info["calibration"]["framework_peaks"]
+                if b.framework not in peaks:  # each framework's own matmul, once
+                    peaks[b.framework] = b.matmul_gflops()
             except Exception as exc:  # a backend that fails to load is unavailable, with why
                 entry["reason"] = _error(exc)
         info["backends"][name] = entry

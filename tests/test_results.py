@@ -105,6 +105,10 @@ def test_batches_survive_force_and_shards_end_to_end(tmp_path):
     assert sorted(checks.statistic) == ["end", "end", "start", "start"]
     assert (checks.value > 0).all() and (first.metric == "load_ratio").sum() == 2
     assert first.loaded.notna().all()
+    cal = results.read(whole / "tiny.csv").query("kind == 'calibration'")
+    peaks = cal[cal.metric == "gemm_peak"].set_index("source")["value"]
+    assert {"numpy", "torch"} <= set(peaks.index) and (peaks > 0).all()
+    assert (cal.metric == "mem_bandwidth").sum() == 1
 
     assert cli.main([*run, "--out", str(whole), "--force"]) == 0
     forced = _measured(results.read(whole / "tiny.csv"))
@@ -125,7 +129,7 @@ def test_batches_survive_force_and_shards_end_to_end(tmp_path):
 def test_every_key_column_is_needed(column, tmp_path):
     """Two rows that differ only in one key column are two measurements."""
     other = {"cell": "b", "backend": "jax", "op": "sample", "metric": "passes",
-             "statistic": "iqr", "batch": 32, "step": 7}[column]
+             "statistic": "iqr", "batch": 32, "step": 7, "source": "jax"}[column]
     path = tmp_path / "r.csv"
     results.append(path, [{**ROW, "step": 1}, {**ROW, "step": 1, column: other}])
     assert len(results.read(path)) == 2

@@ -3,6 +3,18 @@ shared by the matched backend and the peer backends of that framework. Each modu
 imports its framework at import time; import it only from a backend that needs it."""
 
 
+def best_rate(run, flops: float, min_time: float) -> float:
+    """Best GFLOP/s of ``run()`` (already warmed up and blocking) over ``min_time`` s."""
+    import time
+
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
 def leaves(a):
     """Every array of a nested op output (tuples, lists, dict values), depth first: an op
     returns (x, logdet), a peer may return more, and every one of them must be waited

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..base import parse_device
 from ..errors import DeviceError
+from . import best_rate
 
 
 def _gpus():
@@ -45,6 +46,16 @@ class JaxArrays:
         if isinstance(a, jax.Array):
             return jax.device_put(a.astype(jnp.float32), dev)
         return jax.device_put(np.asarray(a, dtype=np.float32), dev)
+
+    def matmul_gflops(self, n: int = 2048, min_time: float = 1.0) -> float:
+        """Best float32 GFLOP/s of a jitted n x n matmul on CPU (XLA's), at the process's
+        thread count."""
+        key_a, key_b = jax.random.split(jax.random.key(0))
+        a = jax.random.normal(key_a, (n, n), jnp.float32)
+        b = jax.random.normal(key_b, (n, n), jnp.float32)
+        mm = jax.jit(jnp.matmul)
+        mm(a, b).block_until_ready()
+        return best_rate(lambda: mm(a, b).block_until_ready(), 2 * n ** 3, min_time)
 
     def block(self, a):
         """jax.block_until_ready walks the output's pytree: every array is waited for."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..base import parse_device
 from ..errors import DeviceError
+from . import best_rate
 from ..quiet import quiet_imports
 
 with quiet_imports():
@@ -62,6 +63,16 @@ class TFArrays:
             if isinstance(a, (tf.Tensor, tf.Variable)):
                 return tf.identity(tf.cast(a, tf.float32))
             return tf.convert_to_tensor(np.asarray(a, dtype=np.float32))
+
+    def matmul_gflops(self, n: int = 2048, min_time: float = 1.0) -> float:
+        """Best float32 GFLOP/s of an n x n matmul compiled by XLA through TensorFlow, on
+        CPU, at the process's thread count."""
+        with tf.device("/CPU:0"):
+            a = tf.random.stateless_normal([n, n], [0, 1])
+            b = tf.random.stateless_normal([n, n], [0, 2])
+            mm = tf.function(tf.matmul, jit_compile=True)
+            mm(a, b).numpy()
+            return best_rate(lambda: mm(a, b).numpy(), 2 * n ** 3, min_time)
 
     def block(self, a):
         """Eager CPU kernels have finished when they return; GPU ones are queued, and one

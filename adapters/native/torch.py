@@ -7,7 +7,7 @@ import torch
 
 from ..base import parse_device
 from ..errors import DeviceError
-from . import leaves
+from . import best_rate, leaves
 
 
 class TorchArrays:
@@ -46,6 +46,14 @@ class TorchArrays:
         for device in {t.device for t in leaves(a) if getattr(t, "is_cuda", False)}:
             torch.cuda.synchronize(device)
         return a
+
+    def matmul_gflops(self, n: int = 2048, min_time: float = 1.0) -> float:
+        """Best float32 GFLOP/s of torch's own n x n matmul on CPU (oneDNN/MKL), at the
+        process's thread count: a peak the torch backends can be held to."""
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=g) for _ in range(2))
+        torch.matmul(a, b)
+        return best_rate(lambda: torch.matmul(a, b), 2 * n ** 3, min_time)
 
     def native_check(self, a):
         if a.is_floating_point():

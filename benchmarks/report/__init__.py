@@ -13,15 +13,17 @@ import time
 from pathlib import Path
 
 from ..results import write_atomic
-from .frame import _label, _ok, framework, load_results
+from .frame import _label, framework, load_results
 from .quality import _spread_table, quality_section
-from .tables import (environment_section, fastest_by_framework, loaded_section, memory_table,
-                     passes_table, problems_section, scaling_section, single_table,
-                     time_table, timing_section)
+from .tables import (best_peak, efficiency_table, environment_section, fastest_by_framework,
+                     loaded_section, memory_table, passes_table, problems_section,
+                     roofline_table, scaling_section, single_table, time_table,
+                     timing_section)
 
-__all__ = ["build", "environment_section", "fastest_by_framework", "framework",
-           "load_results", "loaded_section", "memory_table", "passes_table", "problems_section",
-           "quality_section", "scaling_section", "single_table", "time_table",
+__all__ = ["best_peak", "build", "efficiency_table", "environment_section",
+           "fastest_by_framework", "framework", "load_results", "loaded_section",
+           "memory_table", "passes_table", "problems_section", "quality_section",
+           "roofline_table", "scaling_section", "single_table", "time_table",
            "timing_section", "_label", "_spread_table"]
 
 
@@ -40,7 +42,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
                                                   "quick` first.", ""]))
         return out_path
     lines += environment_section(df)
-    peak = _ok(df, "gemm_peak")["value"].max() if len(_ok(df, "gemm_peak")) else None
+    peak = best_peak(df[df["kind"] == "calibration"])
     lines += quality_section(df, out_path.parent)
     timing = df[df["kind"].isin(["time", "train"])]
     for name, g in timing.groupby("matrix", sort=False):
