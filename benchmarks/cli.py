@@ -1,4 +1,5 @@
-"""The ``flowbench`` command: list, run, merge, report, compile-time, conventions, passes."""
+"""The ``flowbench`` command: list, run, merge, report, compile-time, conventions, passes,
+gpu-check."""
 
 from __future__ import annotations
 
@@ -157,6 +158,12 @@ def cmd_compile_time(args) -> int:
     return 0
 
 
+def cmd_gpu_check(args) -> int:
+    from .gpu_check import run
+
+    return run(Path(args.out), backends=args.backends, archs=args.archs)
+
+
 def _names(args) -> list[str]:
     return args.backends or [b for b, why in adapters.available().items() if why is None]
 
@@ -245,6 +252,11 @@ def main(argv=None) -> int:
     q.add_argument("--dim", type=int, default=8)
     q.add_argument("--layers", type=int, default=4)
     q.add_argument("--out", default="results")
+    gc = sub.add_parser("gpu-check", help="GPU against CPU parity, the smoke and a small "
+                        "scaling matrix on the GPU, peak device memory: RESULTS/gpu-check.md")
+    gc.add_argument("--backends", nargs="*", default=list(adapters.MATCHED))
+    gc.add_argument("--archs", nargs="*", default=list(adapters.PRESETS))
+    gc.add_argument("--out", default="results")
     args = p.parse_args(argv)
     if getattr(args, "variants", None) and len(args.variants) == 1 and args.variants[0] in (
             "default", "all"):
@@ -252,7 +264,7 @@ def main(argv=None) -> int:
     try:
         return {"list": cmd_list, "run": cmd_run, "compile-time": cmd_compile_time,
                 "conventions": cmd_conventions, "passes": cmd_passes, "merge": cmd_merge,
-                "report": cmd_report}[args.cmd](args)
+                "report": cmd_report, "gpu-check": cmd_gpu_check}[args.cmd](args)
     except (adapters.FlowbenchError, datasets.DatasetError) as exc:
         print(f"flowbench: error: {exc}", file=sys.stderr)
         return 2
