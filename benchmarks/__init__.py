@@ -1,1 +1,5 @@
-"""The harness: timing, quick job, CLI (asv suite and matrix runner come later)."""
+"""The harness: a matrix (``matrix``) expands into typed cells (``cell``); the runner
+(``runner``) measures each in a fresh worker process (``worker``: ``timing``,
+``training`` + ``metrics``, ``flops``); rows go to the results file (``results``) and the
+report (``report``) reads them; ``cli`` is the ``flowbench`` command, ``suite`` the asv
+benchmarks."""

@@ -403,8 +403,8 @@ def normality(z, seed: int = 0, *, null_draws: int = 20, hz_null_draws: int = 10
     is caught by the KS rows. One subsample (from `seed`) serves HZ and Mardia, whose
     n x n (or n d^3) cost is what max_n bounds.
 
-    Cost: (null_draws + 1) x d Anderson-Darling calls of about 1 ms per 5000 rows, plus
-    (hz_null_draws + 1) HZ calls of about 0.5 s at n = 2000.
+    Cost: (null_draws + 1) x d Anderson-Darling calls (linear in n) and
+    (hz_null_draws + 1) Henze-Zirkler calls (quadratic in min(n, max_n)).
 
     Returns a list of {"metric", "value", "null_mean", "null_q95", "null_p", "n", "detail"}.
     """
