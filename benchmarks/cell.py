@@ -28,8 +28,8 @@ class Cell:
         image_levels ... data_path: the multi-scale image flow and data of an image cell.
         skip: why the cell cannot run (a skipped row), or None.
         key: the hash of the defining fields, set by ``keyed``.
-        artifacts, jobs: where pictures go and how many cells run side by side; run
-            settings, not part of the key.
+        artifacts, jobs, timeout: where pictures go, how many cells run side by side and
+            the seconds the cell may take (its sweep's); run settings, not in the key.
     """
 
     kind: str
@@ -74,8 +74,9 @@ class Cell:
     key: str = field(default="", compare=False)
     artifacts: str = field(default="", compare=False)
     jobs: int = field(default=1, compare=False)
+    timeout: float = field(default=600.0, compare=False)
 
-    RUN_FIELDS = ("skip", "key", "artifacts", "jobs")
+    RUN_FIELDS = ("skip", "key", "artifacts", "jobs", "timeout")
 
     def defining(self) -> dict:
         """The fields that define the cell, as JSON-ready values; optional groups that do

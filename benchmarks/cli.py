@@ -4,13 +4,18 @@ gpu-check."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import adapters
 import datasets
 
-from .results import write_atomic
+from .results import StoreError, write_atomic
+
+
+class OutputError(adapters.FlowbenchError):
+    """A results path that cannot be written, and why."""
 
 THREADS = 2
 
@@ -84,10 +89,14 @@ def cmd_run(args) -> int:
                  "devices": [args.device] if args.device else None,
                  "timeout": args.timeout, "variants": args.variants, "jobs": args.jobs}
     m = M.load(name, overrides)
-    out_dir = Path(args.out)
-    suffix = f".shard-{args.shard.replace('/', '-of-')}" if args.shard else ""
-    path = out_dir / f"{m.name}{suffix}.csv"
-    summary = run_matrix(m, path, shard=args.shard, force=args.force, console=console)
+    path = results_path(Path(args.out), m.name, args.shard)
+    out_dir = path.parent
+    writable(out_dir)  # before the slow describe step
+    try:
+        summary = run_matrix(m, path, shard=args.shard, force=args.force, console=console)
+    except StoreError as exc:
+        print(f"flowbench: error: {exc}", file=sys.stderr)
+        return 1
     write_atomic(out_dir / "conventions.md", summary.described["conventions"])
     report = build(out_dir)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "none run"
@@ -96,6 +105,28 @@ def cmd_run(args) -> int:
     if m.fields["kind"] == "train":
         _print_quality(path, console)
     return 0 if not (summary.statuses.get("failed") or summary.statuses.get("timeout")) else 1
+
+
+def results_path(out: Path, name: str, shard: str | None) -> Path:
+    """--out as the user means it: a .csv names the results file, anything else the
+    folder that gets NAME.csv (NAME.shard-i-of-N.csv for a shard)."""
+    suffix = f".shard-{shard.replace('/', '-of-')}" if shard else ""
+    if out.suffix == ".csv":
+        return out.with_name(f"{out.stem}{suffix}.csv")
+    return out / f"{name}{suffix}.csv"
+
+
+def writable(folder: Path) -> None:
+    """The results folder exists (made if need be) and takes a file, or one line says
+    which path failed and why."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".flowbench-write-check-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write results to {folder}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
 
 
 def _print_quality(path: Path, console) -> None:

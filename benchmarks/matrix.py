@@ -70,6 +70,67 @@ class MatrixError(FlowbenchError):
     """A matrix file or preset that cannot be used, and why."""
 
 
+# The schema: every field's type and range, checked at the top level, in every [[sweep]]
+# and on command-line overrides, before any cell runs.
+def _int(lo):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo, \
+        f"an int >= {lo}"
+
+
+def _num(lo, strict=False, hi=None):
+    def ok(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            return False
+        return (v > lo if strict else v >= lo) and (hi is None or v < hi)
+    what = f"a number {'>' if strict else '>='} {lo}" + (f" and < {hi}" if hi else "")
+    return ok, what
+
+
+def _names(choices=None):
+    def ok(v):
+        return (isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) for x in v)
+                and (choices is None or set(v) <= set(choices)))
+    what = "a non-empty list of names" + (f" from {', '.join(choices)}" if choices else "")
+    return ok, what
+
+
+def _ints(lo):
+    return (lambda v: isinstance(v, list) and len(v) > 0 and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= lo for x in v),
+        f"a non-empty list of ints >= {lo}")
+
+
+SCHEMA = {
+    "kind": ((lambda v: v in KINDS), f"one of {', '.join(KINDS)}"),
+    "backends": _names(), "archs": _names(), "datasets": _names(), "devices": _names(),
+    "ops": _names(OPS),
+    "variants": ((lambda v: v in ("default", "all") or _names()[0](v)),
+                 '"default", "all" or a non-empty list of variant names'),
+    "dims": _ints(1), "batches": _ints(1), "seeds": _ints(0), "hidden": _ints(1),
+    "layers": _int(1), "bins": _int(2), "tail_bound": _num(0, strict=True),
+    "steps": _int(1), "train_batch": _int(1), "lr": _num(0), "clip_norm": _num(0),
+    "n_train": _int(0), "n_val": _int(0), "n_test": _int(0), "eval_every": _int(1),
+    "patience": _int(0), "quality": ((lambda v: isinstance(v, bool)), "true or false"),
+    "metric_n": _int(2), "null_draws": _int(1), "threads": _int(1), "jobs": _int(1),
+    "timeout": _num(0, strict=True), "min_time": _num(0), "min_repeats": _int(1),
+    "max_time": _num(0, strict=True), "description": ((lambda v: isinstance(v, str)),
+                                                      "a string"),
+    "image_levels": _int(1), "image_steps": _int(1), "image_hidden": _int(1),
+    "logit_alpha": _num(0, hi=0.5), "data_path": ((lambda v: isinstance(v, str)), "a string"),
+}
+
+
+def _validate(table: dict, where: str) -> None:
+    """Each field of ``table`` against SCHEMA; the first bad one is a MatrixError naming
+    where it is, the field, what it must be and what it was."""
+    for key, value in table.items():
+        ok, what = SCHEMA[key]
+        if not ok(value):
+            hint = (f' (a list is written ["{value}"])' if isinstance(value, str)
+                    and what.startswith("a non-empty list") else "")
+            raise MatrixError(f"{where}: {key} must be {what}, got {value!r}{hint}")
+
+
 def presets() -> dict[str, str]:
     """preset name -> its description."""
     return {p.stem: tomllib.loads(p.read_text()).get("description", "")
@@ -110,11 +171,15 @@ def load(name_or_path: str, overrides: dict | None = None) -> Matrix:
     if not isinstance(sweeps, list) or not all(isinstance(s, dict) for s in sweeps):
         raise MatrixError(f"{path}: 'sweep' must be an array of tables ([[sweep]])")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for table in [raw, *sweeps, overrides]:
+    tables = [(raw, str(path)), *((s, f"{path} [[sweep]] {i + 1}")
+                                  for i, s in enumerate(sweeps)),
+              (overrides, "the command line")]
+    for table, where in tables:
         unknown = set(table) - set(DEFAULTS)
         if unknown:
-            raise MatrixError(f"{path}: unknown matrix field(s) {sorted(unknown)}; known: "
+            raise MatrixError(f"{where}: unknown matrix field(s) {sorted(unknown)}; known: "
                               f"{', '.join(DEFAULTS)}")
+        _validate(table, where)
     fields = {**DEFAULTS, **raw, **overrides}
     sweeps = [{**s, **overrides} for s in sweeps]
     m = Matrix(name=path.stem, source=str(path), fields=fields, sweeps=sweeps)
@@ -124,21 +189,12 @@ def load(name_or_path: str, overrides: dict | None = None) -> Matrix:
 
 
 def _check(f: dict, path) -> None:
-    if f["kind"] not in KINDS:
-        raise MatrixError(f"{path}: kind must be one of {KINDS}, got {f['kind']!r}")
-    bad_ops = set(f["ops"]) - set(OPS)
-    if bad_ops:
-        raise MatrixError(f"{path}: unknown op(s) {sorted(bad_ops)}; ops: {', '.join(OPS)}")
-    for key in ("dims", "batches", "seeds"):
-        vals = f[key]
-        if not isinstance(vals, list) or not vals or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= (0 if key == "seeds" else 1)
-                for v in vals):
-            raise MatrixError(f"{path}: {key} must be a non-empty list of positive ints, "
-                              f"got {vals!r}")
-    for key in ("jobs", "threads"):
-        if isinstance(f[key], bool) or not isinstance(f[key], int) or f[key] < 1:
-            raise MatrixError(f"{path}: {key} must be a positive int, got {f[key]!r}")
+    """What the schema cannot see: names that must exist."""
+    unknown = [b for b in backend_names(f["backends"]) if b not in adapters.names()]
+    if unknown:
+        raise MatrixError(f"{path}: unknown backend(s) {unknown}; known: "
+                          f"{', '.join(adapters.names())} (a known backend that is not "
+                          "installed is a skipped cell with the reason)")
     for d in f["devices"]:
         adapters.base.parse_device(d)  # DeviceError names the bad one
     for a in f["archs"]:
@@ -202,6 +258,7 @@ def _cell(f, backend, variant, arch, device, seed, data_or_dim) -> Cell:
     fields = {"kind": f["kind"], "backend": backend, "variant": variant, "arch": arch,
               "device": device, "seed": seed, "ops": tuple(f["ops"]),
               "batches": tuple(sorted(f["batches"])), "threads": f["threads"],
+              "timeout": float(f["timeout"]),
               **{k: f[k] for k in SPEC_FIELDS + TIMING_FIELDS}}
     fields["hidden"] = tuple(fields["hidden"])
     if f["kind"] == "train":

@@ -23,6 +23,11 @@ COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
 ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch", "step", "source"]
 
 
+class StoreError(OSError):
+    """Rows that could not be stored (disk full, the folder gone); what was stored before
+    stays, and a rerun resumes from it."""
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename: readers (and a run killed
     mid-write) see the old file or the new one, never half of one."""

@@ -179,7 +179,14 @@ class _Store:
     def add(self, rows: list[dict], cell: Cell | None = None) -> None:
         with self.lock:
             replace = [cell.key] if cell is not None and self.force else ()
-            results.append(self.out, self.stamped(rows), replace_cells=replace)
+            try:
+                results.append(self.out, self.stamped(rows), replace_cells=replace)
+            except OSError as exc:
+                stored = self.summary.ran
+                raise results.StoreError(
+                    f"could not store the rows of {cell.name if cell else 'the calibration'} "
+                    f"in {self.out}: {exc.strerror or exc}; the {stored} cell(s) stored "
+                    "before are kept, and a rerun resumes from them") from exc
             if cell is None:
                 return
             status, err = next((r["status"], r["error"]) for r in rows
@@ -249,7 +256,7 @@ def _execute(todo: list[Cell], m: M.Matrix, store: _Store, console, progress: bo
                 slot = free.get()
                 try:
                     bar.update(task, description=f"cell {cell.name}")
-                    rows = flag_load(run_cell(cell, m.fields["timeout"], slot), quiet)
+                    rows = flag_load(run_cell(cell, cell.timeout, slot), quiet)
                 finally:
                     free.put(slot)
             store.add(rows, cell)

@@ -81,7 +81,7 @@ def test_load_results_names_matrix_and_columns(tmp_path):
     df = report.load_results(tmp_path)
     assert len(df) == len(rows)  # passes.csv is not tidy rows: left out
     assert set(df["matrix"]) == {"standard"}
-    assert set(df["source"]) == {"standard.shard-1-of-4.csv"}
+    assert set(df["file"]) == {"standard.shard-1-of-4.csv"}
     assert set(zip(df["backend"], df["variant"], df["column"])) == {
         ("torch", "eager", "torch"), ("torch", "compile", "torch/compile"),
         ("jax", "jit", "jax"), ("tfp", "xla", "tfp/xla")}

@@ -28,12 +28,15 @@ __all__ = ["best_peak", "build", "efficiency_table", "environment_section",
 
 
 def build(results_dir="results", out: str | None = None) -> Path:
+    """REPORT.md (and figures beside it) from a results folder, or from one results file
+    (the report then goes beside that file)."""
     results_dir = Path(results_dir)
-    out_path = Path(out) if out else results_dir / "REPORT.md"
+    folder = results_dir.parent if results_dir.is_file() else results_dir
+    out_path = Path(out) if out else folder / "REPORT.md"
     df = load_results(results_dir)
     lines = ["# flowbench report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from "
-             f"{', '.join(sorted(df['source'].unique())) if len(df) else 'no results'} in "
+             f"{', '.join(sorted(df['file'].unique())) if len(df) else 'no results'} in "
              f"`{results_dir}` by `flowbench report`. Times are medians over repeats, each "
              "call blocked until done, first call (trace + compile) apart; inputs on the "
              "device before timing.", ""]
@@ -65,7 +68,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
         if len(mem):
             lines += ["### Peak host memory of the cell's process (MB, frameworks included)",
                       "", mem.to_markdown(floatfmt=".0f"), ""]
-    conv = results_dir / "conventions.md"
+    conv = folder / "conventions.md"
     if conv.exists():
         text = re.sub(r"^(#+) ", r"#\1 ", conv.read_text(), flags=re.M)  # one level down
         lines += [text, ""]

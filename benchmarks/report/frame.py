@@ -11,7 +11,7 @@ import pandas as pd
 
 import adapters
 
-from ..results import read
+from ..results import COLUMNS, read
 
 
 TIDY = {"metric", "status", "cell", "value"}
@@ -24,18 +24,24 @@ def framework(backend: str) -> str:
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
+    """Every tidy results file of a folder (or the one file given) as one frame with every
+    column of ``results.COLUMNS`` (a file in which nothing was measured lacks some), the
+    file's name in ``file`` and the table column label in ``column``."""
+    results_dir = Path(results_dir)
+    paths = [results_dir] if results_dir.is_file() else sorted(results_dir.glob("*.csv"))
     frames = []
-    for path in sorted(Path(results_dir).glob("*.csv")):
+    for path in paths:
         df = read(path)
         if df.empty or not TIDY <= set(df.columns):
             continue  # passes.csv, compile_time.csv: tables of their own commands
         if "matrix" not in df:
             df["matrix"] = re.sub(r"\.shard-.*$", "", path.stem)
-        df["source"] = path.name
+        df["file"] = path.name
         frames.append(df)
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
+    df = df.reindex(columns=list(dict.fromkeys([*COLUMNS, *df.columns])))
     df["column"] = np.where(df["variant"].fillna("").astype(str).isin(["", "eager", "jit"]),
                             df["backend"].astype(str),
                             df["backend"].astype(str) + "/" + df["variant"].astype(str))
