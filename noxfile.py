@@ -98,11 +98,77 @@ def asv(session: nox.Session) -> None:
     run(session, "python", "-m", "asv", "publish")
 
 
+# mutmut's exit codes (mutmut/stats.py, 3.8.1) -> the columns of the score table
+MUTANT_STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+                 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout",
+                 255: "timeout", None: "not run"}
+
+
+def dev_pin(name: str) -> str:
+    """The ``name==version`` requirement of the dev extra in pyproject.toml."""
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["dev"]
+    return next(r for r in dev if r.split("==")[0] == name)
+
+
+def mutant_scores(session: nox.Session) -> None:
+    """Per-module counts from mutants/*.meta (mutmut's cache): killed/total and the rest."""
+    cols = ["killed", "survived", "no tests", "timeout", "not run", "other"]
+    session.log(f"{'module':<32}{'killed/total':>14}" + "".join(f"{c:>10}" for c in cols[1:]))
+    for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
+        module = str(meta.relative_to(ROOT / "mutants"))[:-len(".meta")]
+        if not (ROOT / module).exists():
+            continue  # the cache of a module since moved or split
+        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
+        n = {c: 0 for c in cols}
+        for code in codes:
+            n[MUTANT_STATUS.get(code, "other")] += 1
+        session.log(f"{module:<32}{n['killed']:>8}/{len(codes):<5}"
+                    + "".join(f"{n[c]:>10}" for c in cols[1:]))
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of timing, results, metrics, report and the float64
+    reference on their fast tests, both named in [tool.mutmut] of pyproject.toml; the
+    scores are in docs/MUTANTS.md. Not a default session nor CI: a full run is long.
+
+    nox -s mutants                              run; resumes, a cached verdict stands
+    nox -s mutants -- run 'benchmarks.timing*'  test these mutants again (new tests)
+    nox -s mutants -- results | show NAME | browse    any other mutmut command
+    FLOWBENCH_MUTANT_WORKERS sets the parallel mutants of a run (default: all CPUs).
+    Mutants, mutmut's cache and the score table's input live in mutants/ (git-ignored);
+    remove it for a fresh run.
+    """
+    bin_dir = shared_env(session)
+    pin = dev_pin("mutmut")
+    have = session.run(str(bin_dir / "python"), "-c", "import importlib.metadata as m; "
+                       "print(m.version('mutmut'))", external=True, silent=True,
+                       success_codes=[0, 1])  # 1: not installed
+    if (have or "").strip() != pin.split("==")[1]:  # an environment built before it
+        session.run(str(bin_dir / "python"), "-m", "pip", "install", "--quiet", pin,
+                    external=True)
+    args = list(session.posargs or ["run"])
+    workers = os.environ.get("FLOWBENCH_MUTANT_WORKERS")
+    if args[0] == "run" and workers:
+        args[1:1] = ["--max-children", workers]
+    run(session, "mutmut", *args)
+    if args[0] == "run":
+        mutant_scores(session)
+
+
 @nox.session(venv_backend="venv")
 def lint(session: nox.Session) -> None:
     """ruff, in a small environment of its own (it needs none of the frameworks)."""
     session.install("ruff==0.17.6")
     session.run("ruff", "check", "adapters", "datasets", "benchmarks", "tests", "noxfile.py")
+
+
+@nox.session(name="gpu-check")
+def gpu_check(session: nox.Session) -> None:
+    """On a machine with CUDA: GPU against CPU parity, smoke and scaling matrices on the
+    GPU, peak device memory -> results/gpu-check.md (exits 3 where no GPU is visible)."""
+    run(session, "flowbench", "gpu-check", *session.posargs)
 
 
 @nox.session(name="list")
