@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import canonical as C
-from ..conditioner import PassCounter, mlp
+from ..conditioner import mlp
+from ..passes import PassCounter
 
 _SLOPE_OFFSET = math.log(math.expm1(1.0 - C.MIN_DERIVATIVE))
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..conditioner import PassCounter
+from ..passes import PassCounter
 from ..image import ImageSpec
 from ..image_flow import ImageModel, Ops
 

@@ -40,7 +40,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from .. import canonical as C
-from ..conditioner import PassCounter, mlp
+from ..conditioner import mlp
+from ..passes import PassCounter
 
 tfb = tfp.bijectors
 

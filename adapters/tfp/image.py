@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..conditioner import PassCounter
+from ..passes import PassCounter
 from ..image import ImageSpec
 from ..image_flow import ImageModel, Ops
 from ..native.tf import tf

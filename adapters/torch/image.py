@@ -12,6 +12,7 @@ from torch import nn
 from .. import canonical as C
 from ..image import ImageSpec
 from ..image_flow import ImageModel, Ops
+from ..passes import PassCounter
 from .transformers import EAGER
 
 
@@ -57,12 +58,12 @@ class ImageModule(nn.Module):
     """Canonical arrays as parameters (trained) and buffers (perm, sign), under their
     canonical names with dots written as double underscores."""
 
-    def __init__(self, spec: ImageSpec, counter: list):
+    def __init__(self, spec: ImageSpec, counter: PassCounter):
         super().__init__()
         self.spec = spec
         self.ops = TorchOps()
         self.ops.device = "cpu"
-        self.math = ImageModel(spec, self.ops, _ListCounter(counter))
+        self.math = ImageModel(spec, self.ops, counter)
         for name, (shape, dtype) in C.weight_shapes(spec).items():
             if name.rsplit(".", 1)[-1] in C.FIXED:
                 self.register_buffer(_key(name), torch.zeros(
@@ -109,16 +110,4 @@ class ImageModule(nn.Module):
         state = dict(self.named_parameters())
         for name, value in self.math.actnorm_init(self.params(), x).items():
             state[_key(name)].copy_(value)
-
-
-class _ListCounter:
-    """The torch backend counts passes in a one-element list; the image math hits a
-    counter object."""
-
-    def __init__(self, box: list):
-        self.box = box
-
-    def hit(self):
-        if not torch.compiler.is_compiling():
-            self.box[0] += 1
 
