@@ -2,7 +2,7 @@
 
 Every block maps x -> z with ``to_latent`` and z -> x with ``to_data``, each returning
 (output, log|det d output / d input|) per row. Both take ``steps``, the bisection loop
-bodies that an mlp (NAF) transformer's inverse runs (transformers.Bisection); blocks
+bodies that an mlp (NAF) transformer's inverse runs (naf.Bisection); blocks
 without such an inverse ignore it.
 """
 
