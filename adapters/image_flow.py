@@ -1,7 +1,7 @@
 """The multi-scale image flows of ``image.py``, written once for every framework.
 
-The math takes ``ops``, a small table of array functions (one per framework, in each
-backend's ``image`` module), and plain ``params`` (canonical name -> framework array).
+The math takes ``ops``, the table of array functions of ``ops.py`` (one per framework, in
+each backend's ``ops`` module), and plain ``params`` (canonical name -> framework array).
 Everything else is arithmetic, slicing and ``@``, which torch, jax.numpy and TensorFlow
 spell alike. One definition means the three backends cannot drift apart in structure;
 the parity tests still hold each backend to the others numerically.
@@ -14,36 +14,19 @@ import math
 import numpy as np
 
 from .image import ImageBlock, ImageSpec, blocks
+from .ops import Ops
+from .passes import PassCounter
 
 _LOG_2PI = math.log(2 * math.pi)
-
-
-class Ops:
-    """What a framework supplies. Arrays are NHWC; conv weights HWIO."""
-
-    def reshape(self, a, shape): ...
-    def transpose(self, a, perm): ...
-    def concat(self, parts, axis): ...
-    def conv2d(self, x, w, b): ...           # stride 1, zero "same" padding, + bias
-    def relu(self, a): ...
-    def log_sigmoid(self, a): ...
-    def tanh(self, a): ...
-    def exp(self, a): ...
-    def log(self, a): ...
-    def sum(self, a, axes): ...
-    def take(self, a, index): ...            # rows of a matrix by an int array
-    def inv(self, m): ...
-    def const(self, array: np.ndarray): ...  # float32 constant
-    def mean_std(self, x): ...               # per-channel mean and std over (n, h, w)
 
 
 class ImageModel:
     """Pure functions of (params, data) for one spec, on one framework's ops.
 
-    ``counter`` (a PassCounter, or None) is hit once per coupling net evaluation, as the
-    vector flows count their conditioner passes."""
+    ``counter`` (or None) is hit once per coupling net evaluation, as the vector flows
+    count their conditioner passes."""
 
-    def __init__(self, spec: ImageSpec, ops: Ops, counter=None):
+    def __init__(self, spec: ImageSpec, ops: Ops, counter: PassCounter | None = None):
         self.spec, self.ops, self.counter = spec, ops, counter
         self.layout = blocks(spec)
         self._checker = {}

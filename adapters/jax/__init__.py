@@ -27,7 +27,7 @@ import optax  # noqa: E402
 
 from .. import canonical as C  # noqa: E402
 from ..base import Backend, Flow, TrainConfig  # noqa: E402
-from ..conditioner import PassCounter  # noqa: E402
+from ..passes import PassCounter  # noqa: E402
 from ..errors import UnsupportedSpec  # noqa: E402
 from ..native.jax import JaxArrays  # noqa: E402
 from ..quiet import without_tensorflow  # noqa: E402
@@ -172,6 +172,11 @@ class JaxFlow(Flow):
         self._step = self._compiled.step(train.clip_norm is not None)
         self._set(C.init_weights(spec, seed))
         self._needs_init = spec.actnorm
+
+    @property
+    def counter(self) -> PassCounter:
+        """The conditioner-pass counter of the spec's model, hit while an op traces."""
+        return self.model.counter
 
     # --- weights --------------------------------------------------------------------------
     def _set(self, weights):

@@ -3,9 +3,9 @@
 From distrax as shipped: ScalarAffine (additive, affine, ActNorm, NICE scale),
 RationalQuadraticSpline, LowerUpperTriangularAffine, Block, Chain, Inverse. Written here
 because distrax has no such piece: the deep sigmoidal transformer and its bisection
-inverse, a MADE autoregressive layer with its sequential inverse, a permutation; and a
-coupling that transforms only its B half (distrax.MaskedCoupling transforms all, see
-SplitCoupling).
+inverse (the shared ``adapters/naf.py`` on the jax ops table), a MADE autoregressive layer
+with its sequential inverse, a permutation; and a coupling that transforms only its B half
+(distrax.MaskedCoupling transforms all, see SplitCoupling).
 
 distrax's RationalQuadraticSpline computes the canonical spline once its parameters are
 mapped: its minimum bin size is absolute (canonical: a fraction 1e-3 of the interval, so
@@ -24,52 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import canonical as C
-from ..conditioner import PassCounter, mlp
+from .. import canonical as C, naf
+from ..conditioner import mlp
+from ..passes import PassCounter
+from .ops import OPS
 
 _SLOPE_OFFSET = math.log(math.expm1(1.0 - C.MIN_DERIVATIVE))
-
-
-def dsf(u, a, b, w):
-    """Deep sigmoidal flow v = logit(sum softmax(w) sigmoid(alpha u + b)), in log space."""
-    alpha = C.MIN_DSF_SLOPE + jax.nn.softplus(a)
-    pre = alpha * u[..., None] + b
-    logw = jax.nn.log_softmax(w, -1)
-    ls_pos, ls_neg = jax.nn.log_sigmoid(pre), jax.nn.log_sigmoid(-pre)
-    log_y = jax.nn.logsumexp(logw + ls_pos, -1)
-    log_1my = jax.nn.logsumexp(logw + ls_neg, -1)
-    logd = jax.nn.logsumexp(logw + ls_pos + ls_neg + jnp.log(alpha), -1) - log_y - log_1my
-    return log_y - log_1my, logd
-
-
-def bisect(fn, target):
-    """Solve fn(u) = target for increasing fn, elementwise, in lax.while_loop."""
-    one = jnp.ones_like(target)
-
-    def expand_cond(s):
-        lo, hi, i = s
-        return jnp.any((fn(lo) > target) | (fn(hi) < target)) & (i < C.BISECTION_MAX_ITERS)
-
-    def expand(s):
-        lo, hi, i = s
-        return (jnp.where(fn(lo) > target, 2 * lo, lo),
-                jnp.where(fn(hi) < target, 2 * hi, hi), i + 1)
-
-    lo, hi, _ = jax.lax.while_loop(expand_cond, expand, (-one, one, 0))
-
-    def halve_cond(s):
-        lo, hi, i = s
-        mid = 0.5 * (lo + hi)
-        return jnp.any(hi - lo > C.BISECTION_TOL * (1 + jnp.abs(mid))) & (i < C.BISECTION_MAX_ITERS)
-
-    def halve(s):
-        lo, hi, i = s
-        mid = 0.5 * (lo + hi)
-        below = fn(mid) < target
-        return jnp.where(below, mid, lo), jnp.where(below, hi, mid), i + 1
-
-    lo, hi, _ = jax.lax.while_loop(halve_cond, halve, (lo, hi, 0))
-    return 0.5 * (lo + hi)
 
 
 class DeepSigmoidal(distrax.Bijector):
@@ -80,17 +40,10 @@ class DeepSigmoidal(distrax.Bijector):
         self.a, self.b, self.w = a, b, w
 
     def forward_and_log_det(self, x):
-        return dsf(x, self.a, self.b, self.w)
+        return naf.dsf(OPS, x, self.a, self.b, self.w)
 
     def inverse_and_log_det(self, y):
-        sg = jax.lax.stop_gradient
-        a, b, w = sg(self.a), sg(self.b), sg(self.w)
-        u = bisect(lambda t: dsf(t, a, b, w)[0], sg(y))
-        # Implicit-function gradients at the root, value unchanged (see the torch twin).
-        val, logd = dsf(u, self.a, self.b, self.w)
-        slope = jnp.maximum(sg(jnp.exp(logd)), 1e-30)
-        u = u + ((y - sg(y)) - (val - sg(val))) / slope
-        return u, -dsf(u, self.a, self.b, self.w)[1]
+        return naf.dsf_inverse(OPS, y, self.a, self.b, self.w)
 
 
 def transformer(theta, spec) -> distrax.Bijector:

@@ -41,6 +41,7 @@ from flowjax.bijections import Loc, RationalQuadraticSpline
 from flowjax.distributions import StandardNormal
 from flowjax.flows import coupling_flow, masked_autoregressive_flow
 
+from ..passes import PassCounter
 from .base import Offer
 from .jax_common import JaxPeerBackend
 
@@ -146,21 +147,23 @@ class FlowjaxBackend(JaxPeerBackend):
         return model.sample(key, (n,))
 
     # --- measured passes ------------------------------------------------------------------
+    counter = PassCounter()
+
     @contextlib.contextmanager
     def counting(self):
         """Both the coupling conditioner and flowjax's MADE are ``equinox.nn.MLP``s; one
         ``__call__`` (vmapped over the batch) is one conditioner pass."""
-        calls = [0]
-        mlp = eqx.nn.MLP
+        counter, mlp = self.counter, eqx.nn.MLP
         original = mlp.__dict__["__call__"]
 
         def counted(self, *args, **kwargs):
-            calls[0] += 1
+            counter.hit()
             return original(self, *args, **kwargs)
 
         mlp.__call__ = counted
         try:
-            yield calls
+            with counter.counting():
+                yield counter
         finally:
             mlp.__call__ = original
 

@@ -2,12 +2,12 @@
 of arrays); its array leaves are trained with optax Adam, every op is jitted with
 ``eqx.filter_jit`` (non-array leaves static), and conditioner evaluations are *measured*:
 when ``flow.passes`` is read, the last op runs once more without jit (``jax.disable_jit``
-makes lax loops run their bodies in Python) while the backend counts its conditioner's
-calls. A count taken while tracing would see each loop body once."""
+makes lax loops run their bodies in Python) while the backend's conditioner hits its
+``PassCounter``. A count taken while tracing would see each loop body once."""
 
 from __future__ import annotations
 
-import contextlib
+from typing import ContextManager
 
 import equinox as eqx
 import jax
@@ -16,6 +16,7 @@ import optax
 
 from ..base import TrainConfig
 from ..native.jax import JaxArrays
+from ..passes import PassCounter
 from ..spec import FlowSpec
 from .base import PeerBackend, PeerFlow
 
@@ -39,6 +40,10 @@ class JaxPeerFlow(PeerFlow):
         self.opt_state = opt.init(self.params)
         self._last = None
         self._counts: dict = {}
+
+    @property
+    def counter(self) -> PassCounter:
+        return self.backend.counter
 
     @property
     def model(self):
@@ -80,13 +85,13 @@ class JaxPeerFlow(PeerFlow):
         op, args = self._last
         key = (op, tuple(getattr(a, "shape", a) for a in args))
         if key not in self._counts:
-            with jax.disable_jit(), self.backend.counting() as calls:
+            with jax.disable_jit(), self.backend.counting() as counter:
                 if op == "train_step":
                     jax.grad(lambda p: _loss(self.backend, p, self.static, args[0]))(
                         self.params)
                 else:
                     getattr(self.backend, op)(self.model, *args)
-            self._counts[key] = calls[0]
+            self._counts[key] = counter.n
         return self._counts[key]
 
 
@@ -143,11 +148,12 @@ class JaxPeerBackend(JaxArrays, PeerBackend):
     def combine(self, params, static):
         return eqx.combine(params, static)
 
-    @contextlib.contextmanager
-    def counting(self):
-        """Inside, every conditioner evaluation adds one to the yielded [count]."""
+    counter: PassCounter  # the backend's: its conditioner hits it inside counting()
+
+    def counting(self) -> ContextManager[PassCounter]:
+        """Inside, every conditioner evaluation hits ``counter`` (zeroed on entry, and
+        yielded)."""
         raise NotImplementedError
-        yield
 
     def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
               train: TrainConfig | None = None, variant: str | None = None):

@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import canonical as C
 from ..conditioner import mlp
+from ..passes import PassCounter
 from ..quiet import without_tensorflow
 from ..spec import FlowSpec
 from .base import Offer
@@ -146,33 +147,18 @@ class TfpJaxBackend(JaxPeerBackend):
             chain = _chain(model)
             return chain.forward(z), chain.forward_log_det_jacobian(z, event_ndims=1)
 
-    @contextlib.contextmanager
+    # the glue MLP hits it; off except inside counting(), where ops run untraced: calls
+    # made while tracing a jitted op do not count
+    counter = PassCounter(enabled=False)
+
     def counting(self):
-        calls = [0]
-        _COUNTER.active = calls
-        try:
-            yield calls
-        finally:
-            _COUNTER.active = None
+        return self.counter.counting()
 
 
 class _Model(eqx.Module):
     """The trained arrays by canonical-style name, and the spec they are laid out for."""
     weights: dict
     spec: FlowSpec = eqx.field(static=True)
-
-
-class _Counter:
-    """Conditioner calls, counted only while ``counting()`` is active (ops run untraced
-    there); calls made while tracing a jitted op are not counted."""
-    active: list | None = None
-
-    def hit(self):
-        if self.active is not None:
-            self.active[0] += 1
-
-
-_COUNTER = _Counter()
 
 
 @functools.lru_cache(maxsize=256)
@@ -233,7 +219,7 @@ def _layer(model, block):
     P = block.params_per_dim
 
     def net(h, units):  # (..., units, P), dimension-major as the canonical layout
-        out = mlp(model.weights, block, masks, act, h, _COUNTER)
+        out = mlp(model.weights, block, masks, act, h, TfpJaxBackend.counter)
         return out.reshape(*out.shape[:-1], units, P)
 
     def shift_and_log_scale(h, units):  # one network call for both

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..base import TrainConfig
 from ..native.tf import TFArrays, tf  # imports TensorFlow quietly, configures it
+from ..passes import PassCounter
 from ..quiet import quiet_imports
 from ..spec import FlowSpec
 from .base import Offer, PeerBackend, PeerFlow
@@ -83,26 +84,15 @@ _AFFINE = ("TFP's affine layer maps z -> x: x = z * exp(s) + m, i.e. z = (x - m)
            "(canonical z = x * exp(s) + m: the same family with s and m on the other side)")
 
 
-class _Calls:
-    """Conditioner evaluations; only eager calls count (a traced call is one per trace)."""
-
-    def __init__(self):
-        self.n = 0
-
-    def count(self):
-        if tf.executing_eagerly():
-            self.n += 1
-
-
 class _CountedMADE(tfb.AutoregressiveNetwork):
     """TFP's MADE, counting each evaluation."""
 
-    def __init__(self, calls: _Calls, **kwargs):
+    def __init__(self, counter: PassCounter, **kwargs):
         super().__init__(**kwargs)
-        self._calls = calls
+        self._counter = counter
 
     def call(self, x, conditional_input=None):
-        self._calls.count()
+        self._counter.hit()
         return super().call(x, conditional_input)
 
 
@@ -111,14 +101,14 @@ class _CouplingNet(tf.Module):
     of ``real_nvp_default_template`` (shift only for NICE), owned by a tf.Module so that
     the bijector tracks its variables."""
 
-    def __init__(self, calls, hidden, units, activation, shift_only=False):
+    def __init__(self, counter, hidden, units, activation, shift_only=False):
         super().__init__()
-        self._calls, self.shift_only = calls, shift_only
+        self._counter, self.shift_only = counter, shift_only
         self.layers = [Dense(h, activation=activation) for h in hidden]
         self.layers.append(Dense((1 if shift_only else 2) * units))
 
     def __call__(self, x, units):
-        self._calls.count()
+        self._counter.hit()
         for layer in self.layers:
             x = layer(x)
         if self.shift_only:
@@ -143,16 +133,16 @@ class _SplineNet(tf.Module):
     """RealNVP's ``bijector_fn`` (x0, units) -> RationalQuadraticSpline: the TFP docs'
     SplineParams (Dense heads for widths, heights and slopes) on top of hidden layers."""
 
-    def __init__(self, calls, hidden, units, bins, bound, activation):
+    def __init__(self, counter, hidden, units, bins, bound, activation):
         super().__init__()
-        self._calls, self.bins, self.bound = calls, bins, float(bound)
+        self._counter, self.bins, self.bound = counter, bins, float(bound)
         self.body = [Dense(h, activation=activation) for h in hidden]
         self.widths = Dense(units * bins)
         self.heights = Dense(units * bins)
         self.slopes = Dense(units * (bins - 1))
 
     def __call__(self, x, units):
-        self._calls.count()
+        self._counter.hit()
         for layer in self.body:
             x = layer(x)
         lead = tf.shape(x)[:-1]
@@ -199,10 +189,11 @@ class TfpKerasFlow(PeerFlow):
         self.offer = backend.offer(spec)
         self.variant = variant
         self._tf_device = backend._resolve(device)
-        self._calls = _Calls()
+        # conditioner evaluations; only eager calls count (a traced call is one per trace)
+        self.counter = PassCounter(counts=tf.executing_eagerly)
         with tf.device(self._tf_device):
             with _keras_seed(seed):
-                self.dist = backend.make(spec, self._calls)
+                self.dist = backend.make(spec, self.counter)
                 # Keras layers make their variables on first call; log_prob calls every
                 # network of the flow
                 self.dist.log_prob(tf.zeros([1, spec.dim]))
@@ -262,10 +253,10 @@ class TfpKerasFlow(PeerFlow):
     # --- protocol ops ---------------------------------------------------------------------
     def _run(self, op, *args):
         self._last = (op, args)
-        self._calls.n = 0
+        self.counter.reset()
         with tf.device(self._tf_device):
             out = self._ops[op](*args)
-        self._eager_passes = self._calls.n
+        self._eager_passes = self.counter.n
         return out
 
     def _log_prob(self, x):
@@ -305,10 +296,10 @@ class TfpKerasFlow(PeerFlow):
         could hit TFP's cache). A train step counts its loss: backprop runs no Python."""
         if op != "sample":
             args = tuple(self.backend.to_native(a, self.device) for a in args)
-        self._calls.n = 0
+        self.counter.reset()
         with tf.device(self._tf_device):
             (self._loss if op == "train_step" else self._eager[op])(*args)
-        return self._calls.n
+        return self.counter.n
 
 
 class TfpKerasBackend(TFArrays, PeerBackend):
@@ -377,7 +368,7 @@ class TfpKerasBackend(TFArrays, PeerBackend):
                 f"tf_keras {tf_keras.__version__})")
 
     # --- building -------------------------------------------------------------------------
-    def make(self, spec: FlowSpec, calls: _Calls) -> tfd.TransformedDistribution:
+    def make(self, spec: FlowSpec, counter: PassCounter) -> tfd.TransformedDistribution:
         D, act = spec.dim, spec.activation  # "relu" / "tanh" are Keras activation names
         reverse = np.arange(D)[::-1].astype(np.int32)
         units = D - D // 2
@@ -385,7 +376,7 @@ class TfpKerasBackend(TFArrays, PeerBackend):
         for l in range(spec.layers):
             if l:
                 layers.append(tfb.Permute(permutation=reverse))
-            made = dict(calls=calls, hidden_units=list(spec.hidden), activation=act)
+            made = dict(counter=counter, hidden_units=list(spec.hidden), activation=act)
             if spec.arch == "maf":
                 layers.append(tfb.MaskedAutoregressiveFlow(
                     shift_and_log_scale_fn=_CountedMADE(params=2, **made)))
@@ -398,10 +389,10 @@ class TfpKerasBackend(TFArrays, PeerBackend):
                 layers.append(tfb.MaskedAutoregressiveFlow(bijector_fn=spline))
             elif spec.arch == "nsf":
                 layers.append(tfb.RealNVP(num_masked=D // 2, bijector_fn=_SplineNet(
-                    calls, spec.hidden, units, spec.bins, spec.tail_bound, act)))
+                    counter, spec.hidden, units, spec.bins, spec.tail_bound, act)))
             else:  # realnvp, nice
                 nice = spec.arch == "nice"
-                net = _CouplingNet(calls, spec.hidden, units, act, shift_only=nice)
+                net = _CouplingNet(counter, spec.hidden, units, act, shift_only=nice)
                 layers.append(tfb.RealNVP(num_masked=D // 2, shift_and_log_scale_fn=net,
                                           is_constant_jacobian=nice))
         base = tfd.MultivariateNormalDiag(loc=tf.zeros(D), scale_diag=tf.ones(D))

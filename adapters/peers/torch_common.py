@@ -1,6 +1,7 @@
 """What the PyTorch peers share: a library nn.Module run without gradients for the ops,
 torch.optim.Adam for training, seeded construction and sampling, and conditioner calls
-counted by forward hooks (a real count of every evaluation, not a trace-time estimate)."""
+counted by forward hooks that hit the flow's ``PassCounter`` (a real count of every
+evaluation, not a trace-time estimate)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from ..base import TrainConfig
 from ..native.torch import TorchArrays
+from ..passes import PassCounter
 from ..spec import FlowSpec
 from .base import PeerBackend, PeerFlow
 
@@ -25,21 +27,21 @@ class TorchPeerFlow(PeerFlow):
         # eval mode outside training: libraries' ActNorm initialises on the first batch it
         # sees in training mode, and ops must not change parameters
         self.module.eval()
-        self._calls = [0]
+        self.counter = PassCounter()
         for m in self.module.modules():
             if isinstance(m, backend.conditioner_types()):
-                m.register_forward_hook(self._count)
+                m.register_forward_hook(self._hit)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=train.lr,
                                           betas=train.betas, eps=train.eps)
 
-    def _count(self, *_):
-        self._calls[0] += 1
+    def _hit(self, *_):
+        self.counter.hit()
 
     def _run(self, fn, *args):
-        self._calls[0] = 0
+        self.counter.reset()
         with torch.no_grad():
             out = fn(*args)
-        self.passes = self._calls[0]
+        self.passes = self.counter.n
         return out
 
     def num_params(self) -> int:
@@ -61,7 +63,7 @@ class TorchPeerFlow(PeerFlow):
             return self._run(self.backend.sample, self.module, n)
 
     def _train_step(self, x):
-        self._calls[0] = 0
+        self.counter.reset()
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss = -self.backend.log_prob(self.module, x).mean()
@@ -70,7 +72,7 @@ class TorchPeerFlow(PeerFlow):
         if self.train_config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.train_config.clip_norm)
         self.optimizer.step()
-        self.passes = self._calls[0]
+        self.passes = self.counter.n
         return loss.item()
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
-from ..conditioner import PassCounter
+from ..passes import PassCounter
 from ..errors import UnsupportedSpec
 from ..native.tf import TFArrays, tf  # imports TensorFlow quietly, configures it
 from ..quiet import quiet_imports
@@ -160,6 +160,11 @@ class TfpFlow(Flow):
         self._set(C.init_weights(spec, seed))
         self._needs_init = spec.actnorm
 
+    @property
+    def counter(self) -> PassCounter:
+        """The conditioner-pass counter of the spec's model, hit while an op runs or traces."""
+        return self.model.counter
+
     # --- weights --------------------------------------------------------------------------
     def _set(self, weights):
         for k, v in self.vars.items():
@@ -199,7 +204,7 @@ class TfpFlow(Flow):
         flow = self
 
         def step(x):
-            counter.n = 0
+            counter.reset()
             with tf.GradientTape() as tape:
                 loss = -tf.reduce_mean(m.log_prob(flow.vars, x))
             grads = tape.gradient(loss, flow.trainable)

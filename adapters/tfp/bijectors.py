@@ -4,7 +4,8 @@ From TFP as shipped: RealNVP (coupling, both masks: a negative ``num_masked`` co
 the last units), MaskedAutoregressiveFlow (MADE blocks, with our masked network inside
 ``bijector_fn``), RationalQuadraticSpline, Shift, Scale, ScaleMatvecLU, Invert, Chain.
 Written here because TFP has no such piece: the deep sigmoidal transformer with its
-bisection inverse in ``tf.while_loop``, and the masked conditioner network (TFP's
+bisection inverse in ``tf.while_loop`` (the shared ``adapters/naf.py`` on the TF ops
+table), and the masked conditioner network (TFP's
 AutoregressiveNetwork assigns hidden degrees in contiguous blocks, ``hidden_degrees=
 'equal'``, not the canonical cyclic ones, so the same weights would compute another
 function; its output layout is also parameter-major).
@@ -39,56 +40,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from .. import canonical as C
-from ..conditioner import PassCounter, mlp
+from .. import canonical as C, naf
+from ..conditioner import mlp
+from ..passes import PassCounter
+from .ops import OPS
 
 tfb = tfp.bijectors
-
-
-def _dsf(u, a, b, w):
-    """Deep sigmoidal flow v = logit(sum softmax(w) sigmoid(alpha u + b)), in log space."""
-    alpha = C.MIN_DSF_SLOPE + tf.math.softplus(a)
-    pre = alpha * u[..., None] + b
-    logw = tf.nn.log_softmax(w, -1)
-    ls_pos, ls_neg = tf.math.log_sigmoid(pre), tf.math.log_sigmoid(-pre)
-    log_y = tf.reduce_logsumexp(logw + ls_pos, -1)
-    log_1my = tf.reduce_logsumexp(logw + ls_neg, -1)
-    logd = tf.reduce_logsumexp(logw + ls_pos + ls_neg + tf.math.log(alpha), -1) \
-        - log_y - log_1my
-    return log_y - log_1my, logd
-
-
-def _bisect(fn, target):
-    """Solve fn(u) = target for increasing fn, elementwise: bracket doubling, then halving,
-    each a tf.while_loop that stops when every element is done."""
-    one = tf.ones_like(target)
-
-    def expand_cond(lo, hi, i):
-        return tf.reduce_any((fn(lo) > target) | (fn(hi) < target)) & \
-            (i < C.BISECTION_MAX_ITERS)
-
-    def expand(lo, hi, i):
-        return (tf.where(fn(lo) > target, 2 * lo, lo),
-                tf.where(fn(hi) < target, 2 * hi, hi), i + 1)
-
-    # maximum_iterations (also enforced by the conditions): XLA needs a bound for the
-    # accumulators that TF builds when this loop sits inside a differentiated MAF loop
-    lo, hi, _ = tf.while_loop(expand_cond, expand, (-one, one, tf.constant(0)),
-                              maximum_iterations=C.BISECTION_MAX_ITERS)
-
-    def halve_cond(lo, hi, i):
-        mid = 0.5 * (lo + hi)
-        return tf.reduce_any(hi - lo > C.BISECTION_TOL * (1 + tf.abs(mid))) & \
-            (i < C.BISECTION_MAX_ITERS)
-
-    def halve(lo, hi, i):
-        mid = 0.5 * (lo + hi)
-        below = fn(mid) < target
-        return tf.where(below, mid, lo), tf.where(below, hi, mid), i + 1
-
-    lo, hi, _ = tf.while_loop(halve_cond, halve, (lo, hi, tf.constant(0)),
-                              maximum_iterations=C.BISECTION_MAX_ITERS)
-    return 0.5 * (lo + hi)
 
 
 class DeepSigmoidal(tfb.Bijector):
@@ -104,22 +61,16 @@ class DeepSigmoidal(tfb.Bijector):
         return dict()
 
     def _forward(self, x):
-        return _dsf(x, self.a, self.b, self.w)[0]
+        return naf.dsf(OPS, x, self.a, self.b, self.w)[0]
 
     def _forward_log_det_jacobian(self, x):
-        return _dsf(x, self.a, self.b, self.w)[1]
+        return naf.dsf(OPS, x, self.a, self.b, self.w)[1]
 
     def _inverse(self, y):
-        sg = tf.stop_gradient
-        a, b, w = sg(self.a), sg(self.b), sg(self.w)
-        u = _bisect(lambda t: _dsf(t, a, b, w)[0], sg(y))
-        # Implicit-function gradients at the root, value unchanged (see the torch twin).
-        val, logd = _dsf(u, self.a, self.b, self.w)
-        slope = tf.maximum(sg(tf.exp(logd)), 1e-30)
-        return u + ((y - sg(y)) - (val - sg(val))) / slope
+        return naf.dsf_root(OPS, y, self.a, self.b, self.w)
 
     def _inverse_log_det_jacobian(self, y):
-        return -_dsf(self.inverse(y), self.a, self.b, self.w)[1]
+        return -naf.dsf(OPS, self.inverse(y), self.a, self.b, self.w)[1]
 
 
 def _knots(raw, bound):

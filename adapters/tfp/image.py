@@ -1,50 +1,16 @@
-"""The image flows of ``adapters/image_flow.py`` on TensorFlow: the ops table and the
-model with the interface ``adapters.tfp`` traces (``Model``'s). TFP ships no multi-scale
-flow for these layouts (tfb.Glow is its own architecture with its own weight layout), so
-the flow is the shared math on TF ops; the base is tfd.Normal's log-density."""
+"""The image flows of ``adapters/image_flow.py`` on TensorFlow (over the TF ops table,
+``ops.py``): the model with the interface ``adapters.tfp`` traces (``Model``'s). TFP ships
+no multi-scale flow for these layouts (tfb.Glow is its own architecture with its own
+weight layout), so the flow is the shared math on TF ops; the base is tfd.Normal's
+log-density."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..conditioner import PassCounter
 from ..image import ImageSpec
-from ..image_flow import ImageModel, Ops
+from ..image_flow import ImageModel
 from ..native.tf import tf
-
-
-class TFOps(Ops):
-    def reshape(self, a, shape):
-        return tf.reshape(a, shape)
-
-    def transpose(self, a, perm):
-        return tf.transpose(a, perm)
-
-    def concat(self, parts, axis):
-        return tf.concat(parts, axis)
-
-    def conv2d(self, x, w, b):
-        return tf.nn.conv2d(x, w, 1, "SAME") + b
-
-    relu = staticmethod(tf.nn.relu)
-    log_sigmoid = staticmethod(tf.math.log_sigmoid)
-    tanh = staticmethod(tf.math.tanh)
-    exp = staticmethod(tf.math.exp)
-    log = staticmethod(tf.math.log)
-    inv = staticmethod(tf.linalg.inv)
-
-    def sum(self, a, axes):
-        return tf.reduce_sum(a, axis=axes)
-
-    def take(self, a, index):
-        return tf.gather(a, index)
-
-    def const(self, array):
-        return tf.constant(np.asarray(array, np.float32))
-
-    def mean_std(self, x):
-        mean, var = tf.nn.moments(x, axes=[0, 1, 2])
-        return mean, tf.sqrt(var)
+from ..passes import PassCounter
+from .ops import TFOps
 
 
 class TfImageModel:

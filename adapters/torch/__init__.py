@@ -36,7 +36,7 @@ How the compile variant is built, and why:
   halving (``transformers.Bisection``), where such an op spends its time; the conditioner
   passes and the rest of the op between them stay eager.
 * ``flow.passes``: under torch.compile the conditioners' Python counter would run once per
-  trace, not per call, so it is switched off there (``Conditioned.theta``) and each op's
+  trace, not per call, so it is switched off there (``layers.counts_now``) and each op's
   passes are measured once, by an eager run of that op on one row at its first call.
   Passes do not depend on values or batch size.
 * ``get_weights``, ``set_weights``, ``gradients`` and ``jacobian`` use the eager module;
@@ -61,12 +61,13 @@ from torch import nn
 from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
 from ..native.torch import TorchArrays
+from ..passes import PassCounter
 from ..errors import UnsupportedOp, UnsupportedSpec
 from ..spec import FlowSpec
 from ..image import ImageSpec
 from . import transformers as T
 from .image import ImageModule
-from .layers import ActNorm, Conditioned, make_block
+from .layers import ActNorm, Conditioned, counts_now, make_block
 
 _LOG_2PI = math.log(2 * math.pi)
 VARIANTS = ("eager", "compile")
@@ -74,7 +75,7 @@ RECOMPILE_LIMIT = 8  # input shapes each op of a compile-variant flow compiles f
 
 
 class FlowModule(nn.Module):
-    def __init__(self, spec: FlowSpec, counter: list):
+    def __init__(self, spec: FlowSpec, counter: PassCounter):
         super().__init__()
         self.spec = spec
         self.layout = C.blocks(spec)
@@ -164,9 +165,9 @@ class TorchFlow(Flow):
                  train: TrainConfig, variant: str = "eager"):
         self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
         self.variant = variant
-        self._counter = [0]
+        self.counter = PassCounter(counts=counts_now)
         module = ImageModule if isinstance(spec, ImageSpec) else FlowModule
-        self.module = module(spec, self._counter).to(device)
+        self.module = module(spec, self.counter).to(device)
         self._set(C.init_weights(spec, seed))
         self._needs_init = self.module.has_actnorm
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=train.lr,
@@ -198,10 +199,10 @@ class TorchFlow(Flow):
         if fn is None:
             method, direction = _OPS[op]
             eager = getattr(self.module, method)
-            self._counter[0] = 0
+            self.counter.reset()
             with torch.no_grad():
                 eager(x[:1])
-            self._passes[op] = self._counter[0]
+            self._passes[op] = self.counter.n
             name = f"flowbench_{op.replace('_', '')}_{id(self):x}"
             if self.module.solves(direction):
                 # a root search stops on data: eager Python around compiled loop bodies
@@ -233,10 +234,10 @@ class TorchFlow(Flow):
                 out = self._call(op, x)
             self.passes = self._passes[op]
             return out
-        self._counter[0] = 0
+        self.counter.reset()
         with torch.no_grad():
             out = getattr(self.module, _OPS[op][0])(x)
-        self.passes = self._counter[0]
+        self.passes = self.counter.n
         return out
 
     def _log_prob(self, x):
@@ -262,7 +263,7 @@ class TorchFlow(Flow):
     def _train_step(self, x):
         if self._needs_init:
             self._initialize(x)
-        self._counter[0] = 0
+        self.counter.reset()
         self.optimizer.zero_grad(set_to_none=True)
         if self.variant == "compile":
             loss = self._call("train_step", x)
@@ -273,7 +274,7 @@ class TorchFlow(Flow):
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.train_config.clip_norm)
         self.optimizer.step()
         self.passes = self._passes["train_step"] if self.variant == "compile" \
-            else self._counter[0]
+            else self.counter.n
         return loss.item()
 
     def _gradients(self, x):

@@ -1,52 +1,18 @@
-"""The image flows of ``adapters/image_flow.py`` on PyTorch: the ops table (NHWC state;
-convolutions permute to torch's NCHW/OIHW and back) and a module with the interface
-``adapters.torch.TorchFlow`` drives (the vector flows' ``FlowModule``'s)."""
+"""The image flows of ``adapters/image_flow.py`` on PyTorch (over the torch ops table,
+``ops.py``): a module with the interface ``adapters.torch.TorchFlow`` drives (the vector
+flows' ``FlowModule``'s)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import canonical as C
 from ..image import ImageSpec
-from ..image_flow import ImageModel, Ops
-from .transformers import EAGER
-
-
-class TorchOps(Ops):
-    def reshape(self, a, shape):
-        return a.reshape(shape)
-
-    def transpose(self, a, perm):
-        return a.permute(perm)
-
-    def concat(self, parts, axis):
-        return torch.cat(parts, axis)
-
-    def conv2d(self, x, w, b):
-        y = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), b, padding="same")
-        return y.permute(0, 2, 3, 1)
-
-    relu = staticmethod(torch.relu)
-    log_sigmoid = staticmethod(F.logsigmoid)
-    tanh = staticmethod(torch.tanh)
-    exp = staticmethod(torch.exp)
-    log = staticmethod(torch.log)
-    inv = staticmethod(torch.linalg.inv)
-
-    def sum(self, a, axes):
-        return a.sum(dim=axes)
-
-    def take(self, a, index):
-        return a[index]
-
-    def const(self, array):
-        return torch.as_tensor(np.asarray(array, np.float32), device=self.device)
-
-    def mean_std(self, x):
-        return x.mean((0, 1, 2)), x.std((0, 1, 2), unbiased=False)
+from ..image_flow import ImageModel
+from ..naf import EAGER
+from ..passes import PassCounter
+from .ops import TorchOps
 
 
 def _key(name: str) -> str:
@@ -57,12 +23,12 @@ class ImageModule(nn.Module):
     """Canonical arrays as parameters (trained) and buffers (perm, sign), under their
     canonical names with dots written as double underscores."""
 
-    def __init__(self, spec: ImageSpec, counter: list):
+    def __init__(self, spec: ImageSpec, counter: PassCounter):
         super().__init__()
         self.spec = spec
         self.ops = TorchOps()
         self.ops.device = "cpu"
-        self.math = ImageModel(spec, self.ops, _ListCounter(counter))
+        self.math = ImageModel(spec, self.ops, counter)
         for name, (shape, dtype) in C.weight_shapes(spec).items():
             if name.rsplit(".", 1)[-1] in C.FIXED:
                 self.register_buffer(_key(name), torch.zeros(
@@ -109,16 +75,4 @@ class ImageModule(nn.Module):
         state = dict(self.named_parameters())
         for name, value in self.math.actnorm_init(self.params(), x).items():
             state[_key(name)].copy_(value)
-
-
-class _ListCounter:
-    """The torch backend counts passes in a one-element list; the image math hits a
-    counter object."""
-
-    def __init__(self, box: list):
-        self.box = box
-
-    def hit(self):
-        if not torch.compiler.is_compiling():
-            self.box[0] += 1
 

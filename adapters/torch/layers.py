@@ -2,7 +2,7 @@
 
 Every block maps x -> z with ``to_latent`` and z -> x with ``to_data``, each returning
 (output, log|det d output / d input|) per row. Both take ``steps``, the bisection loop
-bodies that an mlp (NAF) transformer's inverse runs (transformers.Bisection); blocks
+bodies that an mlp (NAF) transformer's inverse runs (naf.Bisection); blocks
 without such an inverse ignore it.
 """
 
@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from .. import canonical as C
+from ..passes import PassCounter
 from .transformers import EAGER, transformer
+
+
+def counts_now() -> bool:
+    """Whether a conditioner pass counts now (a torch flow's ``PassCounter(counts=...)``):
+    not while torch.compile traces, where a Python side effect runs once per trace, not per
+    call (and dynamo would guard on the count); the torch backend's compile variant
+    measures passes with one eager run instead."""
+    return not torch.compiler.is_compiling()
 
 
 class Linear(nn.Module):
@@ -33,7 +42,7 @@ class Linear(nn.Module):
 class Conditioned(nn.Module):
     """A coupling or MADE block: the core map h(u) = g(u; theta(.)) and its inverse."""
 
-    def __init__(self, block: C.Block, spec, counter: list):
+    def __init__(self, block: C.Block, spec, counter: PassCounter):
         super().__init__()
         self.block, self.spec, self.counter = block, spec, counter
         masks = C.block_masks(block)
@@ -54,11 +63,7 @@ class Conditioned(nn.Module):
             self.order = [int(i) for i in torch.argsort(torch.tensor(block.degrees))]
 
     def theta(self, h):
-        # Counted eagerly only: under torch.compile a Python side effect runs once per
-        # trace, not per call (and dynamo would guard on the count); the torch backend's
-        # compile variant measures passes with one eager run instead.
-        if not torch.compiler.is_compiling():
-            self.counter[0] += 1
+        self.counter.hit()
         for k, layer in enumerate(self.net):
             h = layer(h)
             if k < len(self.net) - 1:
@@ -154,7 +159,7 @@ class Scale(nn.Module):
         return z * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(z.shape[0])
 
 
-def make_block(block: C.Block, spec, counter: list) -> nn.Module:
+def make_block(block: C.Block, spec, counter: PassCounter) -> nn.Module:
     if block.conditioned:
         return Conditioned(block, spec, counter)
     return {"actnorm": ActNorm, "lu": LU, "scale": Scale}[block.kind](block.dim)

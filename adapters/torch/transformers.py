@@ -1,4 +1,5 @@
-"""The scalar transformers of canonical.py in PyTorch.
+"""The scalar transformers of canonical.py in PyTorch (NAF's, ``mlp``, is ``adapters/naf.py``
+over the torch ops table).
 
 The spline is written here rather than taken from nflows/normflows: their
 ``rational_quadratic_spline`` computes the same math but asserts on a negative
@@ -9,13 +10,14 @@ clamped at 0 and the spline sees clamped inputs, the identity tails are chosen a
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
 import torch
 import torch.nn.functional as F
 
-from ..canonical import (BISECTION_MAX_ITERS, BISECTION_TOL, MIN_BIN_SIZE, MIN_DERIVATIVE,
-                         MIN_DSF_SLOPE)
+from .. import naf
+from ..canonical import MIN_BIN_SIZE, MIN_DERIVATIVE
+# NAF's bisection loop bodies, which the compile variant compiles (adapters/torch/__init__)
+from ..naf import EAGER, Bisection, bracket_step, halve_step  # noqa: F401
+from .ops import OPS
 
 
 def _knots(raw, bound):
@@ -66,71 +68,6 @@ def spline(u, w, h, d, bound: float, inverse: bool):
     return torch.where(inside, out, u), torch.where(inside, logd, torch.zeros_like(logd))
 
 
-def dsf(u, a, b, w):
-    """Deep sigmoidal flow v = logit(sum softmax(w) sigmoid(alpha u + b)), in log space."""
-    alpha = MIN_DSF_SLOPE + F.softplus(a)
-    pre = alpha * u[..., None] + b
-    logw = torch.log_softmax(w, -1)
-    ls_pos, ls_neg = F.logsigmoid(pre), F.logsigmoid(-pre)
-    log_y = torch.logsumexp(logw + ls_pos, -1)
-    log_1my = torch.logsumexp(logw + ls_neg, -1)
-    logd = torch.logsumexp(logw + ls_pos + ls_neg + torch.log(alpha), -1) - log_y - log_1my
-    return log_y - log_1my, logd
-
-
-def bracket_step(fn, target, lo, hi):
-    """One bracket doubling: (lo, hi, whether any row still needed to move)."""
-    low, high = fn(lo) > target, fn(hi) < target
-    return torch.where(low, 2 * lo, lo), torch.where(high, 2 * hi, hi), (low | high).any()
-
-
-def halve_step(fn, target, lo, hi):
-    """One halving: (lo, hi, whether every bracket is now below tolerance)."""
-    mid = 0.5 * (lo + hi)
-    below = fn(mid) < target
-    lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return lo, hi, (hi - lo <= BISECTION_TOL * (1 + mid.abs())).all()
-
-
-class Bisection(NamedTuple):
-    """The loop bodies of ``bisect``. The loops themselves stop on data (one host sync per
-    iteration), so the torch backend's ``compile`` variant compiles these bodies and keeps
-    the loops in Python (see adapters/torch/__init__.py)."""
-    bracket: Callable = bracket_step
-    halve: Callable = halve_step
-
-
-EAGER = Bisection()
-
-
-@torch.no_grad()
-def bisect(fn, target, steps: Bisection = EAGER):
-    """Solve fn(u) = target for increasing fn, elementwise: bracket doubling, then halving."""
-    lo, hi = -torch.ones_like(target), torch.ones_like(target)
-    for _ in range(BISECTION_MAX_ITERS):
-        lo, hi, moved = steps.bracket(fn, target, lo, hi)
-        if not bool(moved):
-            break
-    for _ in range(BISECTION_MAX_ITERS):
-        lo, hi, done = steps.halve(fn, target, lo, hi)
-        if bool(done):
-            break
-    return 0.5 * (lo + hi)
-
-
-def dsf_inverse(v, a, b, w, steps: Bisection = EAGER):
-    # the root search sees no autograd history (it runs under no_grad anyway): compiled
-    # loop bodies then meet the same tensors in training and in sampling
-    ad, bd, wd = a.detach(), b.detach(), w.detach()
-    u = bisect(lambda t: dsf(t, ad, bd, wd)[0], v.detach(), steps)
-    # Implicit-function gradients without changing the value: d u/d v = 1/g' and
-    # d u/d theta = -(d g/d theta)/g' at the root found by bisection.
-    val, logd = dsf(u, a, b, w)
-    slope = torch.exp(logd).detach().clamp_min(1e-30)
-    u = u + ((v - v.detach()) - (val - val.detach())) / slope
-    return u, -dsf(u, a, b, w)[1]
-
-
 def transformer(u, theta, spec, inverse: bool, steps: Bisection = EAGER):
     """g(u; theta) or its inverse for u (n, k), theta (n, k, P): (out, log|d out / d u|).
     ``steps``: the bisection loop bodies, for the one inverse without a closed form (mlp)."""
@@ -150,4 +87,4 @@ def transformer(u, theta, spec, inverse: bool, steps: Bisection = EAGER):
                       float(spec.tail_bound), inverse)
     M = spec.naf_hidden
     p = theta[..., :M], theta[..., M:2 * M], theta[..., 2 * M:]
-    return dsf_inverse(u, *p, steps) if inverse else dsf(u, *p)
+    return naf.dsf_inverse(OPS, u, *p, steps) if inverse else naf.dsf(OPS, u, *p)
