@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import NamedTuple
 
 from .base import Backend, Flow, TrainConfig
 from .errors import (BackendUnavailable, DeviceError, DTypeError, FlowbenchError,
@@ -18,30 +19,42 @@ from .errors import (BackendUnavailable, DeviceError, DTypeError, FlowbenchError
                      UnsupportedOp, UnsupportedSpec)
 from .spec import ARCHS, PRESET_DOCS, PRESETS, FlowSpec
 
-# name -> (module, framework modules it needs, install hint)
-MATCHED: dict[str, tuple[str | None, tuple[str, ...], str]] = {
-    "torch": ("adapters.torch", ("torch",), "pip install 'flowbench[torch]'"),
-    "jax": ("adapters.jax", ("jax", "distrax", "optax"), "pip install 'flowbench[jax]'"),
-    "tfp": ("adapters.tfp", ("tensorflow", "tensorflow_probability", "keras"),
-            "pip install 'flowbench[tfp]'"),
+
+class Entry(NamedTuple):
+    """A backend of the registry."""
+    path: str                 # "module:BackendClass", imported on load
+    needs: tuple[str, ...]    # the framework modules it imports
+    hint: str                 # how to install them
+
+
+MATCHED: dict[str, Entry] = {
+    "torch": Entry("adapters.torch:TorchBackend", ("torch",), "pip install 'flowbench[torch]'"),
+    "jax": Entry("adapters.jax:JaxBackend", ("jax", "distrax", "optax"),
+                 "pip install 'flowbench[jax]'"),
+    "tfp": Entry("adapters.tfp:TfpBackend", ("tensorflow", "tensorflow_probability", "keras"),
+                 "pip install 'flowbench[tfp]'"),
 }
 # third-party flow libraries as they ship (adapters/peers)
-PEERS: dict[str, tuple[str | None, tuple[str, ...], str]] = {
-    "normflows": ("adapters.peers.normflows", ("torch", "normflows"),
+PEERS: dict[str, Entry] = {
+    "normflows": Entry("adapters.peers.normflows:NormflowsBackend", ("torch", "normflows"),
+                       "pip install 'flowbench[torch,peers]'"),
+    "zuko": Entry("adapters.peers.zuko:ZukoBackend", ("torch", "zuko"),
                   "pip install 'flowbench[torch,peers]'"),
-    "zuko": ("adapters.peers.zuko", ("torch", "zuko"), "pip install 'flowbench[torch,peers]'"),
-    "nflows": ("adapters.peers.nflows", ("torch", "nflows"),
-               "pip install 'flowbench[torch,peers]'"),
-    "flowjax": ("adapters.peers.flowjax", ("jax", "flowjax", "equinox", "optax"),
-                "pip install 'flowbench[jax,peers]'"),
-    "tfp-keras": ("adapters.peers.tfp_keras", ("tensorflow", "tensorflow_probability",
-                                               "tf_keras"), "pip install 'flowbench[tfp]'"),
-    "tfp-jax": ("adapters.peers.tfp_jax", ("jax", "tensorflow_probability", "equinox",
-                                           "optax"), "pip install 'flowbench[jax]'"),
+    "nflows": Entry("adapters.peers.nflows:NflowsBackend", ("torch", "nflows"),
+                    "pip install 'flowbench[torch,peers]'"),
+    "flowjax": Entry("adapters.peers.flowjax:FlowjaxBackend",
+                     ("jax", "flowjax", "equinox", "optax"),
+                     "pip install 'flowbench[jax,peers]'"),
+    "tfp-keras": Entry("adapters.peers.tfp_keras:TfpKerasBackend",
+                       ("tensorflow", "tensorflow_probability", "tf_keras"),
+                       "pip install 'flowbench[tfp]'"),
+    "tfp-jax": Entry("adapters.peers.tfp_jax:TfpJaxBackend",
+                     ("jax", "tensorflow_probability", "equinox", "optax"),
+                     "pip install 'flowbench[jax]'"),
 }
 REGISTRY = {**MATCHED, **PEERS}
 
-_loaded: dict[str, Backend] = {}
+_loaded: dict[str, Backend] = {}  # the one instance of each backend class
 
 
 def names() -> list[str]:
@@ -52,14 +65,10 @@ def _reason(name: str) -> str | None:
     """None when the backend can load, else why not."""
     if name not in REGISTRY:
         return f"unknown backend {name!r}; known: {', '.join(REGISTRY)}"
-    module, needs, hint = REGISTRY[name]
-    if module is None:
-        return hint
-    for mod in needs:
+    entry = REGISTRY[name]
+    for mod in entry.needs:
         if importlib.util.find_spec(mod) is None:
-            return f"{mod} is not installed: {hint}"
-    if importlib.util.find_spec(module) is None:
-        return f"{module} is not written yet"
+            return f"{mod} is not installed: {entry.hint}"
     return None
 
 
@@ -74,25 +83,26 @@ def available() -> dict[str, str | None]:
 
 
 def load(name: str) -> Backend:
-    """The backend object; raises BackendUnavailable with a hint when it cannot load."""
+    """The backend object (one per process); raises BackendUnavailable with a hint when it
+    cannot load."""
     if name in _loaded:
         return _loaded[name]
     reason = _reason(name)
     if reason is not None:
         raise BackendUnavailable(f"backend {name!r} unavailable: {reason}")
-    module = importlib.import_module(REGISTRY[name][0])
+    module, _, cls = REGISTRY[name].path.partition(":")
     try:
-        backend = module.get_backend()
+        backend = getattr(importlib.import_module(module), cls)()
     except ImportError as exc:
         raise BackendUnavailable(f"backend {name!r} unavailable: {exc}; "
-                                 f"{REGISTRY[name][2]}") from exc
+                                 f"{REGISTRY[name].hint}") from exc
     _loaded[name] = backend
     return backend
 
 
 __all__ = [
     "ARCHS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable", "DTypeError",
-    "DeviceError", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput", "NonFiniteError",
-    "MATCHED", "PEERS", "ShapeError", "SpecError", "TrainConfig", "UnknownArch",
+    "DeviceError", "Entry", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput",
+    "NonFiniteError", "MATCHED", "PEERS", "ShapeError", "SpecError", "TrainConfig", "UnknownArch",
     "UnsupportedOp", "UnsupportedSpec", "available", "load", "loaded", "names",
 ]

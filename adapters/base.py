@@ -1,21 +1,40 @@
-"""The Flow protocol and what every backend shares: input checks, numpy <-> native.
+"""The Flow protocol and what every backend shares: construction, op dispatch, input
+checks, numpy <-> native.
 
-A backend subclasses ``Backend`` and ``Flow`` and implements the underscore methods,
-which take and return native arrays and assume valid input. The public methods check
-input (shape, dtype, NaN/inf) and give back what they were given: numpy in, numpy out;
-native in, native out. The harness times the underscore methods, so no check or host
+A backend is a ``Backend`` subclass (its framework's arrays and devices, and the
+``flow_class`` it builds) and a ``Flow`` subclass. ``Backend.build`` checks the spec and
+the execution variant and constructs the flow; ``Flow.__init__`` sets what every flow
+holds (backend, spec, device, train_config, variant).
+
+The contract, for every backend (x is data, z latent; arrays are (n, dim)):
+
+    flow.log_prob(x)          (n,) log-density
+    flow.inverse(x)           (z, logdet), logdet = log|det dz/dx|  (density direction)
+    flow.forward(z)           (x, logdet), logdet = log|det dx/dz|  (sampling direction)
+    flow.sample(n, seed=0)    (n, dim) draws: forward of base_sample(n, seed)
+    flow.train_step(x)        one Adam step on the mean NLL of batch x; returns the loss
+    flow.get_weights() / flow.set_weights(w)   the canonical layout (canonical.py)
+    flow.passes               conditioner evaluations of the last op
+
+The public methods check their input (shape, dtype, NaN/inf; typed errors from
+``errors.py``) and give back what they were given: numpy in, numpy out; native in, native
+out. They call underscore hooks that take and return native arrays and assume valid
+input; ``_log_prob``, ``_inverse`` and ``_forward`` all go through the one hook a backend
+must write, ``_call(op, *args)``. The harness times the hooks, so no check or host
 transfer lands in a timed region.
 """
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
 
+from .canonical import FIXED
 from .errors import (DeviceError, DTypeError, InvalidInput, NonFiniteError, ShapeError,
                      UnsupportedOp, UnsupportedSpec)
-from .spec import FlowSpec
+from .spec import FAMILIES, Spec, check_spec
 
 
 @dataclass(frozen=True)
@@ -38,37 +57,59 @@ def parse_device(device: str | None) -> tuple[str, int]:
     raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
 
 
-class Backend:
+class Backend(abc.ABC):
     name: str = ""
     framework: str = ""
     native_types: tuple = ()
     # execution variants (eager, compiled, ...); the first is the default
     variants: tuple[str, ...] = ()
+    # the spec families (adapters.spec.FAMILIES) it builds
+    families: tuple[str, ...] = tuple(FAMILIES)
     # the library caches results keyed on the input tensor (TFP bijectors, pyro): timing
     # must hand every call a fresh tensor, or it times a cache lookup
     caches_inputs: bool = False
     # conditioner evaluations the backend's library issues per conditioned block on top of
     # the canonical count when an op also needs the log-det (TFP: one, see adapters/tfp)
     extra_logdet_passes: int = 0
+    # what build() constructs: flow_class(backend, spec, seed, device, train, variant)
+    flow_class: type[Flow]
 
+    def build(self, spec: Spec, seed: int = 0, device: str = "cpu",
+              train: TrainConfig | None = None, variant: str | None = None) -> Flow:
+        """A flow of spec, initialised from seed, on device ('cpu', 'cuda:N'), trained
+        with train (TrainConfig() by default), run in variant (the backend's default)."""
+        check_spec(spec, self.families)
+        variant = self._variant(variant)
+        return self.flow_class(self, spec, int(seed), device, train or TrainConfig(), variant)
+
+    @abc.abstractmethod
     def version(self) -> str: ...
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None) -> "Flow": ...
+
+    @abc.abstractmethod
     def to_numpy(self, a) -> np.ndarray: ...
+
+    @abc.abstractmethod
     def to_native(self, a, device: str | None = None): ...
-    def block(self, a): ...
+
+    @abc.abstractmethod
+    def block(self, a):
+        """a, once every computation that produces it has finished (async devices)."""
+
     def fresh(self, a):
         """A new native array equal to a (a device copy), so no input-keyed cache hits."""
         return self.to_native(a)
 
+    @abc.abstractmethod
     def native_check(self, a) -> tuple[tuple, str, bool]:
         """(shape, dtype kind letter, all finite) of a native array."""
-        ...
+
+    @abc.abstractmethod
     def devices(self) -> list[str]: ...
 
     def clear_caches(self) -> None:
         """Drop compiled functions kept for reuse (a long process that builds many specs
-        calls this now and then); flows that exist keep working."""
+        calls this now and then); flows that exist keep working. Nothing by default."""
+        return None
 
     def _variant(self, variant: str | None) -> str:
         default = getattr(self, "default_variant", self.variants[0])
@@ -86,26 +127,45 @@ class Backend:
         return f"<flowbench backend {self.name} ({self.framework} {self.version()})>"
 
 
-class Flow:
-    """One flow of one backend. See DESIGN.md for the contract."""
+class Flow(abc.ABC):
+    """One flow of one backend; the contract is in this module's docstring."""
 
-    backend: Backend
-    spec: FlowSpec
-    device: str
     variant: str = ""
     # conditioner-network evaluations made by the last op (sequential passes show here)
     passes: int = 0
 
+    def __init__(self, backend: Backend, spec: Spec, device: str, train: TrainConfig,
+                 variant: str):
+        self.backend, self.spec, self.device = backend, spec, device
+        self.train_config, self.variant = train, variant
+
     # --- backend hooks: native arrays in and out, input already checked ---------------
-    def _log_prob(self, x): ...
-    def _inverse(self, x): ...
-    def _forward(self, z): ...
-    def _sample(self, n: int, seed: int): ...
+    @abc.abstractmethod
+    def _call(self, op: str, *args):
+        """Run op ("log_prob", "inverse", "forward", or another op the backend routes
+        here) on native arguments and set ``passes``."""
+
+    def _log_prob(self, x):
+        return self._call("log_prob", x)
+
+    def _inverse(self, x):
+        return self._call("inverse", x)
+
+    def _forward(self, z):
+        return self._call("forward", z)
+
+    @abc.abstractmethod
+    def _sample(self, n: int, seed: int):
+        """n draws, seeded: the forward map of ``_base_sample(n, seed)`` where there is one."""
 
     def _base_sample(self, n: int, seed: int):
         raise UnsupportedOp(f"backend {self.backend.name} does not expose the base draws "
                             f"of its sample op")
+
+    @abc.abstractmethod
     def _train_step(self, x) -> float: ...
+
+    @abc.abstractmethod
     def _gradients(self, x) -> dict: ...
 
     # --- public contract --------------------------------------------------------------
@@ -156,8 +216,7 @@ class Flow:
 
     def num_params(self) -> int:
         """Trained scalars (fixed permutations and signs excluded)."""
-        from .canonical import FIXED, weight_shapes
-        return int(sum(np.prod(shape) for name, (shape, _) in weight_shapes(self.spec).items()
+        return int(sum(np.prod(shape) for name, (shape, _) in self.spec.weight_shapes().items()
                        if name.rsplit(".", 1)[-1] not in FIXED))
 
     def jacobian(self, a, direction: str = "forward", eps: float = 1e-3) -> np.ndarray:
@@ -176,8 +235,13 @@ class Flow:
                             - np.asarray(fn(a - step)[0], np.float64)) / (2 * eps)
         return jac
 
-    def get_weights(self) -> dict[str, np.ndarray]: ...
-    def set_weights(self, weights: dict) -> None: ...
+    @abc.abstractmethod
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """The canonical weights (canonical.py's layout), as numpy arrays."""
+
+    @abc.abstractmethod
+    def set_weights(self, weights: dict) -> None:
+        """Load canonical weights (checked against the spec's layout)."""
 
     def initialize(self, x) -> None:
         """Data-dependent initialisation (Glow's ActNorm) from batch x; a no-op otherwise.
@@ -189,7 +253,7 @@ class Flow:
         self._initialize(native)
 
     def _initialize(self, x) -> None:
-        pass
+        return None  # no data-dependent layer by default
 
     # --- checks -----------------------------------------------------------------------
     def _accept(self, a, what: str):

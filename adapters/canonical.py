@@ -5,6 +5,11 @@ single definition of both; backends build from ``blocks(spec)`` and read/write
 ``dict[str, numpy.ndarray]`` in the layout below. ``adapters/reference.py`` evaluates the
 same math in float64 numpy, and the tests hold every backend to it.
 
+The vector layout is written here; a spec carries its own (``Spec.weight_shapes``,
+``init_weights``, ``random_weights``: ``FlowSpec``'s call the ``vector_*`` functions
+below, ``ImageSpec``'s those of ``image.py``), and the module-level ``weight_shapes``,
+``init_weights``, ``random_weights`` and ``check_weights`` take a spec of either kind.
+
 Direction words
 ---------------
 x is data, z is latent. ``inverse``/``log_prob`` go x -> z (density direction),
@@ -65,11 +70,14 @@ Every float array is float32.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InvalidInput
-from .spec import FlowSpec
+
+if TYPE_CHECKING:  # spec.py imports this module: the specs call the layout written here
+    from .spec import FlowSpec, Spec
 
 MIN_BIN_SIZE = 1e-3
 MIN_DERIVATIVE = 1e-3
@@ -132,7 +140,7 @@ def made_masks(degrees, hidden: tuple[int, ...], params_per_dim: int) -> list[np
 
 
 def blocks(spec: FlowSpec) -> list[Block]:
-    """The flow as a list of blocks in x -> z order."""
+    """A vector flow as a list of blocks in x -> z order."""
     out: list[Block] = []
     P, D = spec.params_per_dim, spec.dim
     inverted = spec.direction == "sampling"
@@ -161,10 +169,23 @@ def block_masks(block: Block) -> list[np.ndarray] | None:
     return made_masks(block.degrees, block.net_sizes[1:-1], block.params_per_dim)
 
 
-def weight_shapes(spec: FlowSpec) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, dtype) of every canonical array, in a stable order."""
-    if _image(spec):
-        return _image(spec).weight_shapes(spec)
+def weight_shapes(spec: Spec) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of every canonical array of spec, in a stable order."""
+    return spec.weight_shapes()
+
+
+def init_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
+    """The seeded canonical initialiser: every backend built with this seed starts here."""
+    return spec.init_weights(seed)
+
+
+def random_weights(spec: Spec, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
+    """The initial weights plus N(0, scale^2) noise on every trained array: a flow far
+    enough from identity that parity and round-trip checks mean something."""
+    return spec.random_weights(seed, scale)
+
+
+def vector_weight_shapes(spec: FlowSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
     for b in blocks(spec):
         D = b.dim
@@ -200,16 +221,7 @@ def lu_init(rng: np.random.Generator, D: int) -> dict[str, np.ndarray]:
             "perm": np.argmax(pmat, axis=1).astype(np.int64)}
 
 
-def _image(spec):
-    """The image-flow layout module when spec is an ImageSpec, else None."""
-    from . import image
-    return image if isinstance(spec, image.ImageSpec) else None
-
-
-def init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """The seeded canonical initialiser: every backend built with this seed starts here."""
-    if _image(spec):
-        return _image(spec).init_weights(spec, seed)
+def vector_init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     w: dict[str, np.ndarray] = {}
     for b in blocks(spec):
@@ -236,14 +248,12 @@ def init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
     return w
 
 
-def random_weights(spec: FlowSpec, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
-    """The initial weights plus N(0, scale^2) noise on every trained array (divided by
-    sqrt(fan_in) on network weights): a flow far enough from identity that parity and
-    round-trip checks mean something, and tame enough to stay finite at |x| = 50."""
-    if _image(spec):
-        return _image(spec).random_weights(spec, seed, scale)
+def vector_random_weights(spec: FlowSpec, seed: int = 0,
+                          scale: float = 0.1) -> dict[str, np.ndarray]:
+    """The noise is divided by sqrt(fan_in) on network weights: tame enough to stay finite
+    at |x| = 50."""
     rng = np.random.default_rng([seed, 7])
-    w = init_weights(spec, seed)
+    w = vector_init_weights(spec, seed)
     for b in blocks(spec):
         masks = block_masks(b)
         for name in [k for k in w if k.startswith(b.name + ".")]:
@@ -258,7 +268,17 @@ def random_weights(spec: FlowSpec, seed: int = 0, scale: float = 0.1) -> dict[st
     return w
 
 
-def check_weights(spec: FlowSpec, weights: dict) -> dict[str, np.ndarray]:
+def conditioner_flops(spec: FlowSpec) -> float:
+    """FLOPs per row of one conditioner evaluation, averaged over the conditioned blocks
+    (coupling blocks alternate masks but have the same widths)."""
+    nets = [b for b in blocks(spec) if b.conditioned]
+    if not nets:
+        return 0.0
+    total = sum(2 * fi * fo for b in nets for fi, fo in zip(b.net_sizes[:-1], b.net_sizes[1:]))
+    return total / len(nets)
+
+
+def check_weights(spec: Spec, weights: dict) -> dict[str, np.ndarray]:
     """Validate a canonical weight dict against the spec; returns float32/int64 copies."""
     shapes = weight_shapes(spec)
     if not isinstance(weights, dict):

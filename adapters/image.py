@@ -53,13 +53,13 @@ Block names: ``levels.{l}.steps.{k}.{actnorm|invconv|coupling}`` (glow),
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import canonical as C
 from .errors import SpecError, UnknownArch
+from .spec import Spec
 
 IMAGE_ARCHS = ("glow", "realnvp")
 IMAGE_SCALES = {"glow": "sigmoid", "realnvp": "tanh"}
@@ -67,7 +67,7 @@ KERNELS = (3, 1, 3)  # the coupling net's kernel sizes
 
 
 @dataclass(frozen=True)
-class ImageSpec:
+class ImageSpec(Spec):
     """A multi-scale image flow; ``levels`` L scales of ``steps`` K steps, ``hidden`` conv
     channels in every coupling net."""
 
@@ -78,6 +78,8 @@ class ImageSpec:
     hidden: int = 32
     base: str = "normal"
     dtype: str = "float32"
+
+    family = "image"
 
     def __post_init__(self):
         if not isinstance(self.arch, str) or self.arch not in IMAGE_ARCHS:
@@ -127,13 +129,21 @@ class ImageSpec:
     def layers(self) -> int:
         return self.levels * self.steps
 
-    def replace(self, **changes) -> "ImageSpec":
-        return dataclasses.replace(self, **changes)
+    # --- the spec protocol: the layout below ---------------------------------------------
+    def blocks(self) -> list[ImageBlock]:
+        return blocks(self)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["shape"] = list(self.shape)
-        return d
+    def weight_shapes(self):
+        return weight_shapes(self)
+
+    def init_weights(self, seed: int = 0):
+        return init_weights(self, seed)
+
+    def random_weights(self, seed: int = 0, scale: float = 0.1):
+        return random_weights(self, seed, scale)
+
+    def conditioner_flops(self) -> float:
+        return conditioner_flops(self)
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,16 @@ def weight_shapes(spec: ImageSpec) -> dict[str, tuple[tuple[int, ...], str]]:
             shapes[f"{b.name}.sign"] = ((c,), "float32")
             shapes[f"{b.name}.perm"] = ((c,), "int64")
     return shapes
+
+
+def conditioner_flops(spec: ImageSpec) -> float:
+    """The coupling nets are conv nets: 2 * kh * kw * c_in * c_out per output pixel."""
+    shapes = weight_shapes(spec)
+    convs = [b for b in blocks(spec) if b.kind == "coupling"]
+    total = sum(2 * b.shape[0] * b.shape[1] * int(np.prod(shapes[name][0]))
+                for b in convs for name in shapes
+                if name.startswith(b.name + ".") and name.endswith(".weight"))
+    return total / len(convs)
 
 
 def init_weights(spec: ImageSpec, seed: int = 0) -> dict[str, np.ndarray]:

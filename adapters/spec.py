@@ -1,4 +1,10 @@
-"""FlowSpec: a framework-free description of one flow.
+"""The spec protocol, and FlowSpec: a framework-free description of one vector flow.
+
+Every spec (``FlowSpec`` here, ``ImageSpec`` in ``image.py``) is a frozen dataclass that
+subclasses ``Spec``: it names its ``family`` (the model family a backend builds for it)
+and knows its own canonical layout (``blocks``, ``weight_shapes``, ``init_weights``,
+``random_weights``), so no backend or harness module switches on a spec's type.
+``check_spec`` is the one build-time check that an object is a spec a backend can build.
 
 A spec is an arch preset plus the axes underneath it. The preset only fills in the axes
 the caller left as ``None``, so ``FlowSpec(arch="maf", transform="spline")`` is a valid
@@ -17,10 +23,14 @@ actnorm, linear ("none" | "lu"), final_scale      Glow's and NICE's extra layers
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import SpecError, UnknownArch
+import numpy as np
+
+from . import canonical
+from .errors import SpecError, UnknownArch, UnsupportedSpec
 
 TRANSFORMS = ("additive", "affine", "mlp", "spline")
 CONDITIONERS = ("coupling", "autoregressive")
@@ -56,12 +66,60 @@ PRESET_DOCS = {
 }
 ARCHS = tuple(PRESETS) + ("custom",)
 
+# spec family -> the spec class that describes it (for messages; image.py defines ImageSpec)
+FAMILIES = {"vector": "FlowSpec", "image": "ImageSpec"}
+
+
+class Spec(abc.ABC):
+    """What every spec provides. Subclasses are frozen dataclasses with ``dim`` (the
+    flattened event size), ``label``, ``layers``, ``actnorm`` and ``base``."""
+
+    family: str = ""  # a key of FAMILIES: which model family a backend builds
+
+    @abc.abstractmethod
+    def blocks(self) -> list:
+        """The flow as a list of blocks in x -> z order."""
+
+    @abc.abstractmethod
+    def weight_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """name -> (shape, dtype) of every canonical array, in a stable order."""
+
+    @abc.abstractmethod
+    def init_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """The seeded canonical initialiser: every backend built with this seed starts here."""
+
+    @abc.abstractmethod
+    def random_weights(self, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
+        """The initial weights plus seeded noise on every trained array (parity checks)."""
+
+    @abc.abstractmethod
+    def conditioner_flops(self) -> float:
+        """FLOPs per row of one conditioner evaluation, averaged over the conditioned
+        blocks (2 multiply-adds per weight of a dense layer, per output pixel of a conv)."""
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The fields as plain Python values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
+def check_spec(spec, families: tuple[str, ...] = tuple(FAMILIES)) -> None:
+    """UnsupportedSpec unless spec is a spec of one of ``families``."""
+    if not isinstance(spec, Spec) or spec.family not in families:
+        names = [FAMILIES[f] for f in families]
+        wanted = " or ".join(("an " if n[0] in "AEIOU" else "a ") + n for n in names)
+        raise UnsupportedSpec(f"build needs {wanted}, got {type(spec).__name__}")
+
+
 _DEFAULTS = dict(transform=None, conditioner=None, direction="density", scale="exp",
                  actnorm=False, linear="none", final_scale=False)
 
 
 @dataclass(frozen=True)
-class FlowSpec:
+class FlowSpec(Spec):
     arch: str = "maf"
     dim: int = 2
     layers: int = 5
@@ -79,6 +137,8 @@ class FlowSpec:
     base: str = "normal"
     activation: str = "relu"
     dtype: str = "float32"
+
+    family = "vector"
 
     def __post_init__(self):
         if not isinstance(self.arch, str) or self.arch not in ARCHS:
@@ -151,10 +211,18 @@ class FlowSpec:
         return {"additive": 1, "affine": 2, "mlp": 3 * self.naf_hidden,
                 "spline": 3 * self.bins - 1}[self.transform]
 
-    def replace(self, **changes) -> "FlowSpec":
-        return dataclasses.replace(self, **changes)
+    # --- the spec protocol: the vector layout of canonical.py -----------------------------
+    def blocks(self) -> list[canonical.Block]:
+        return canonical.blocks(self)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
+    def weight_shapes(self):
+        return canonical.vector_weight_shapes(self)
+
+    def init_weights(self, seed: int = 0):
+        return canonical.vector_init_weights(self, seed)
+
+    def random_weights(self, seed: int = 0, scale: float = 0.1):
+        return canonical.vector_random_weights(self, seed, scale)
+
+    def conditioner_flops(self) -> float:
+        return canonical.conditioner_flops(self)

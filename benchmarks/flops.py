@@ -15,34 +15,19 @@ import time
 
 import numpy as np
 
-from adapters import canonical as C
-from adapters.image import ImageSpec
-from adapters.image import blocks as image_blocks
-from adapters.spec import FlowSpec
+from adapters.spec import Spec
 
 # a training step: forward, then backward at about twice the forward's matmul work
 TRAIN_FACTOR = 3
 
 
-def flops_per_pass(spec: FlowSpec) -> float:
+def flops_per_pass(spec: Spec) -> float:
     """FLOPs per row of one conditioner evaluation, averaged over the conditioned blocks
-    (coupling blocks alternate masks but have the same widths). For the multi-scale image
-    flows the conditioners are conv nets: 2 * kh * kw * c_in * c_out per output pixel."""
-    if isinstance(spec, ImageSpec):
-        shapes = C.weight_shapes(spec)
-        convs = [b for b in image_blocks(spec) if b.kind == "coupling"]
-        total = sum(2 * b.shape[0] * b.shape[1] * int(np.prod(shapes[name][0]))
-                    for b in convs for name in shapes
-                    if name.startswith(b.name + ".") and name.endswith(".weight"))
-        return total / len(convs)
-    nets = [b for b in C.blocks(spec) if b.conditioned]
-    if not nets:
-        return 0.0
-    total = sum(2 * fi * fo for b in nets for fi, fo in zip(b.net_sizes[:-1], b.net_sizes[1:]))
-    return total / len(nets)
+    (each spec counts its own networks: dense layers, or the image flows' conv nets)."""
+    return spec.conditioner_flops()
 
 
-def op_flops(spec: FlowSpec, op: str, passes: int, batch: int) -> float:
+def op_flops(spec: Spec, op: str, passes: int, batch: int) -> float:
     """Conditioner FLOPs of one call of ``op`` on ``batch`` rows that made ``passes``
     conditioner evaluations (as the flow counted them)."""
     return flops_per_pass(spec) * passes * batch * (TRAIN_FACTOR if op == "train_step" else 1)

@@ -22,7 +22,10 @@ import pandas as pd
 import adapters
 from adapters import canonical as C
 
+from . import matrix as M
+from .report import build
 from .results import write_atomic
+from .runner import run_matrix
 
 NO_GPU = 3
 PARITY_TOL = 1e-4
@@ -86,8 +89,6 @@ def parity_rows(name: str, archs, dim: int = 4, batch: int = 256) -> list[dict]:
 
 def run(out_dir: Path, backends=("torch", "jax", "tfp"), archs=None, console=None) -> int:
     """The whole check; returns the exit code (NO_GPU without a CUDA device)."""
-    from . import cli
-
     archs = list(archs or adapters.PRESETS)
     seen = gpus(backends)
     lines = ["# flowbench gpu-check", "",
@@ -112,10 +113,10 @@ def run(out_dir: Path, backends=("torch", "jax", "tfp"), archs=None, console=Non
     out_dir = Path(out_dir)
     matrix = out_dir / "gpu-check-scaling.toml"
     write_atomic(matrix, SCALING.format(backends=on_gpu).replace("'", '"'))
-    codes = [cli.main(["run", "smoke", "--device", "gpu", "--backends", *on_gpu,
-                       "--out", str(out_dir / "gpu-check")]),
-             cli.main(["run", str(matrix), "--out", str(out_dir / "gpu-check")])]
-    report = (out_dir / "gpu-check" / "REPORT.md").read_text()
+    folder = out_dir / "gpu-check"
+    codes = [run_one(M.load("smoke", {"devices": ["gpu"], "backends": on_gpu}), folder),
+             run_one(M.load(str(matrix)), folder)]
+    report = build(folder).read_text()
     lines += ["## Smoke and scaling matrices on the GPU", "",
               "Reproduce: `flowbench gpu-check`. The report of both matrices follows "
               "(timings blocked on the device; peak device memory from each framework's "
@@ -125,6 +126,12 @@ def run(out_dir: Path, backends=("torch", "jax", "tfp"), archs=None, console=Non
     print(f"wrote {out_dir / 'gpu-check.md'}")
     bad = (parity["status"] != "ok").any() if len(parity) else True
     return 1 if bad or any(codes) else 0
+
+
+def run_one(m, folder: Path) -> int:
+    """Run one matrix into folder/NAME.csv; 1 when a cell failed or timed out."""
+    summary = run_matrix(m, folder / f"{m.name}.csv", progress=False)
+    return int(bool(summary.statuses.get("failed") or summary.statuses.get("timeout")))
 
 
 def device_text(names) -> str:

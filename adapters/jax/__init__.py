@@ -27,16 +27,15 @@ import optax  # noqa: E402
 
 from .. import canonical as C  # noqa: E402
 from ..base import Backend, Flow, TrainConfig  # noqa: E402
+from ..chain import ChainModel  # noqa: E402
 from ..passes import PassCounter  # noqa: E402
-from ..errors import UnsupportedSpec  # noqa: E402
 from ..native.jax import JaxArrays  # noqa: E402
 from ..quiet import without_tensorflow  # noqa: E402
-from ..spec import FlowSpec  # noqa: E402
+from ..spec import Spec  # noqa: E402
 
 with without_tensorflow():  # distrax -> TFP's JAX substrate would load all of TensorFlow
     import distrax
 
-from ..image import ImageSpec  # noqa: E402
 from .bijectors import block_bijector  # noqa: E402
 from .image import JaxImageModel  # noqa: E402
 
@@ -54,24 +53,11 @@ def _split(weights: dict):
     return train, fixed
 
 
-class Model:
-    """Pure functions of (train, fixed, data) for one spec."""
+class Model(ChainModel):
+    """Pure functions of (train, fixed, data) for one vector spec: a distrax Chain."""
 
-    def __init__(self, spec: FlowSpec):
-        self.spec = spec
-        self.layout = C.blocks(spec)
-        self.counter = PassCounter()
-
-    def bijector(self, params) -> distrax.Bijector:
-        """x -> z as one distrax Chain (Chain applies its last element first)."""
-        parts = [block_bijector(b, params, self.spec, self.counter) for b in self.layout]
-        return distrax.Chain(parts[::-1])
-
-    def base(self):
-        D = self.spec.dim
-        if self.spec.base == "normal":
-            return distrax.MultivariateNormalDiag(jnp.zeros(D), jnp.ones(D))
-        return distrax.Independent(distrax.Logistic(jnp.zeros(D), jnp.ones(D)), 1)
+    chain, distributions, array = distrax.Chain, distrax, jnp
+    block_bijector = staticmethod(block_bijector)
 
     def to_latent(self, train, fixed, x):
         return self.bijector({**train, **fixed}).forward_and_log_det(x)
@@ -88,6 +74,16 @@ class Model:
 
     def sample(self, train, fixed, key, n):
         return self.to_data(train, fixed, self.base_sample(key, n))[0]
+
+    def actnorm_stats(self, x):
+        return jnp.mean(x, 0), jnp.log(jnp.std(x, 0) + C.ACTNORM_EPS)
+
+    def actnorm_init(self, train, fixed, x) -> dict:
+        return self._actnorm_init({**train, **fixed}, x)
+
+
+# spec family -> the model that computes it
+MODELS = {"vector": Model, "image": JaxImageModel}
 
 
 def _adam(clip: bool):
@@ -112,7 +108,7 @@ class Compiled:
     Built lazily; ``passes[op]`` and ``traces[op]`` are written while an op traces."""
 
     def __init__(self, spec):
-        self.model = m = JaxImageModel(spec) if isinstance(spec, ImageSpec) else Model(spec)
+        self.model = m = MODELS[spec.family](spec)
         self.passes: dict[str, int] = {}
         self.traces: collections.Counter = collections.Counter()
         ops = {"log_prob": m.log_prob, "inverse": m.to_latent, "forward": m.to_data,
@@ -155,16 +151,14 @@ class Compiled:
 
 
 @functools.lru_cache(maxsize=CACHE_SPECS)
-def _compiled(spec: FlowSpec) -> Compiled:
+def _compiled(spec: Spec) -> Compiled:
     return Compiled(spec)
 
 
 class JaxFlow(Flow):
-    variant = "jit"
-
-    def __init__(self, backend: "JaxBackend", spec: FlowSpec, seed: int, device: str,
-                 train: TrainConfig):
-        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+    def __init__(self, backend: "JaxBackend", spec: Spec, seed: int, device: str,
+                 train: TrainConfig, variant: str = "jit"):
+        super().__init__(backend, spec, device, train, variant)
         self._device = backend._resolve(device)
         self._compiled = _compiled(spec)
         self.model, self.traces = self._compiled.model, self._compiled.traces
@@ -199,15 +193,6 @@ class JaxFlow(Flow):
         self.passes = self._compiled.passes[op]
         return out
 
-    def _log_prob(self, x):
-        return self._call("log_prob", x)
-
-    def _inverse(self, x):
-        return self._call("inverse", x)
-
-    def _forward(self, z):
-        return self._call("forward", z)
-
     def _key(self, seed):
         return jax.device_put(jax.random.key(seed), self._device)
 
@@ -218,18 +203,7 @@ class JaxFlow(Flow):
         return self.model.base_sample(self._key(seed), n)
 
     def _initialize(self, x):
-        if isinstance(self.spec, ImageSpec):
-            self.params = {**self.params, **self.model.actnorm_init(self.params, self.fixed, x)}
-            self.opt_state = self.optimizer.init(self.params)
-            self._needs_init = False
-            return
-        params = {**self.params, **self.fixed}
-        for b in self.model.layout:
-            if b.kind == "actnorm":
-                params[f"{b.name}.loc"] = jnp.mean(x, 0)
-                params[f"{b.name}.log_scale"] = jnp.log(jnp.std(x, 0) + C.ACTNORM_EPS)
-            x, _ = block_bijector(b, params, self.spec, PassCounter()).forward_and_log_det(x)
-        self.params = {k: params[k] for k in self.params}
+        self.params = {**self.params, **self.model.actnorm_init(self.params, self.fixed, x)}
         self.opt_state = self.optimizer.init(self.params)
         self._needs_init = False
 
@@ -257,24 +231,7 @@ def clear_caches() -> None:
 class JaxBackend(JaxArrays, Backend):
     name = "jax"
     variants = ("jit",)
-
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None) -> JaxFlow:
-        if not isinstance(spec, (FlowSpec, ImageSpec)):
-            raise UnsupportedSpec(f"build needs a FlowSpec or an ImageSpec, got "
-                                  f"{type(spec).__name__}")
-        self._variant(variant)
-        return JaxFlow(self, spec, int(seed), device, train or TrainConfig())
+    flow_class = JaxFlow
 
     def clear_caches(self):
         clear_caches()
-
-
-_BACKEND = None
-
-
-def get_backend() -> JaxBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = JaxBackend()
-    return _BACKEND

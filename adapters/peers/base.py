@@ -7,7 +7,11 @@ from importlib import metadata
 
 from ..base import Backend, Flow
 from ..errors import UnsupportedOp, UnsupportedSpec
-from ..spec import FlowSpec
+from ..spec import PRESETS, FlowSpec, check_spec
+
+# protocol op -> the method a torch or jax peer backend names it by
+LIBRARY_OPS = {"log_prob": "log_prob", "inverse": "to_latent", "forward": "to_data",
+               "sample": "sample"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class PeerBackend(Backend):
     kind = "peer"
     library = ""        # the distribution whose version is reported
     variants = ("eager",)
+    families = ("vector",)   # the libraries' flows are vector flows
     offers: dict[str, Offer] = {}
     missing: dict[str, str] = {}     # arch preset -> why the library has nothing for it
     common: dict[str, str] = {}      # differences shared by every arch of this library
@@ -35,8 +40,7 @@ class PeerBackend(Backend):
 
     def offer(self, spec: FlowSpec) -> Offer:
         """The declared offer for spec, or UnsupportedSpec saying why there is none."""
-        if not isinstance(spec, FlowSpec):
-            raise UnsupportedSpec(f"build needs a FlowSpec, got {type(spec).__name__}")
+        check_spec(spec, self.families)
         if spec.arch not in self.offers:
             why = self.missing.get(spec.arch, "the library ships nothing for it")
             raise UnsupportedSpec(f"{self.name} does not offer {spec.arch!r}: {why}")
@@ -49,7 +53,6 @@ class PeerBackend(Backend):
 
     def capabilities(self) -> dict[str, str | None]:
         """arch preset -> None when offered, else the reason it is not."""
-        from ..spec import PRESETS
         return {a: None if a in self.offers else self.missing.get(a, "not offered")
                 for a in PRESETS}
 

@@ -167,12 +167,3 @@ class FlowjaxBackend(JaxPeerBackend):
         finally:
             mlp.__call__ = original
 
-
-_BACKEND = None
-
-
-def get_backend() -> FlowjaxBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = FlowjaxBackend()
-    return _BACKEND

@@ -7,6 +7,7 @@ makes lax loops run their bodies in Python) while the backend's conditioner hits
 
 from __future__ import annotations
 
+import abc
 from typing import ContextManager
 
 import equinox as eqx
@@ -18,15 +19,13 @@ from ..base import TrainConfig
 from ..native.jax import JaxArrays
 from ..passes import PassCounter
 from ..spec import FlowSpec
-from .base import PeerBackend, PeerFlow
+from .base import LIBRARY_OPS, PeerBackend, PeerFlow
 
 
 class JaxPeerFlow(PeerFlow):
-    variant = "jit"
-
     def __init__(self, backend: "JaxPeerBackend", spec: FlowSpec, seed: int, device: str,
-                 train: TrainConfig):
-        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+                 train: TrainConfig, variant: str = "jit"):
+        super().__init__(backend, spec, device, train, variant)
         self.offer = backend.offer(spec)
         dev = backend._resolve(device)
         # models hold non-array leaves too (activations, closures): move only the arrays
@@ -50,22 +49,14 @@ class JaxPeerFlow(PeerFlow):
         return self.backend.combine(self.params, self.static)
 
     # --- ops ------------------------------------------------------------------------------
-    def _op(self, op: str, *args):
-        self._last = (op, args)
-        return _jitted(self.backend, op)(self.params, self.static, *args)
-
-    def _log_prob(self, x):
-        return self._op("log_prob", x)
-
-    def _inverse(self, x):
-        return self._op("to_latent", x)
-
-    def _forward(self, z):
-        return self._op("to_data", z)
+    def _call(self, op: str, *args):
+        method = LIBRARY_OPS[op]
+        self._last = (method, args)
+        return _jitted(self.backend, method)(self.params, self.static, *args)
 
     def _sample(self, n, seed):
         key = jax.device_put(jax.random.key(seed), self.backend._resolve(self.device))
-        return self._op("sample", key, n)
+        return self._call("sample", key, n)
 
     def _train_step(self, x):
         self._last = ("train_step", (x,))
@@ -131,14 +122,20 @@ class JaxPeerBackend(JaxArrays, PeerBackend):
     directions, and which callable is the conditioner."""
 
     variants = ("jit",)
+    flow_class = JaxPeerFlow
 
     def version(self):
         return f"{PeerBackend.version(self)} (jax {jax.__version__})"
 
+    @abc.abstractmethod
     def make(self, spec: FlowSpec, key): ...
+    @abc.abstractmethod
     def log_prob(self, model, x): ...
+    @abc.abstractmethod
     def to_latent(self, model, x): ...     # (z, log|det dz/dx|)
+    @abc.abstractmethod
     def to_data(self, model, z): ...       # (x, log|det dx/dz|)
+    @abc.abstractmethod
     def sample(self, model, key, n: int): ...
 
     def partition(self, model):
@@ -150,12 +147,7 @@ class JaxPeerBackend(JaxArrays, PeerBackend):
 
     counter: PassCounter  # the backend's: its conditioner hits it inside counting()
 
+    @abc.abstractmethod
     def counting(self) -> ContextManager[PassCounter]:
         """Inside, every conditioner evaluation hits ``counter`` (zeroed on entry, and
         yielded)."""
-        raise NotImplementedError
-
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None):
-        self._variant(variant)
-        return JaxPeerFlow(self, spec, int(seed), device, train or TrainConfig())

@@ -145,12 +145,3 @@ class NflowsBackend(TorchPeerBackend):
     def sample(self, module, n):
         return module.sample(n)
 
-
-_BACKEND = None
-
-
-def get_backend() -> NflowsBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = NflowsBackend()
-    return _BACKEND

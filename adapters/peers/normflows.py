@@ -209,12 +209,3 @@ class NormflowsBackend(TorchPeerBackend):
         with self._no_actnorm_init(module):
             return module.sample(n)[0]
 
-
-_BACKEND = None
-
-
-def get_backend() -> NormflowsBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = NormflowsBackend()
-    return _BACKEND

@@ -262,12 +262,3 @@ def _distribution(model):
     return tfd.TransformedDistribution(
         tfd.MultivariateNormalDiag(jnp.zeros(D), jnp.ones(D)), _chain(model))
 
-
-_BACKEND = None
-
-
-def get_backend() -> TfpJaxBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = TfpJaxBackend()
-    return _BACKEND

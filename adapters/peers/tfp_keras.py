@@ -185,9 +185,8 @@ def _keras_seed(seed: int):
 class TfpKerasFlow(PeerFlow):
     def __init__(self, backend: "TfpKerasBackend", spec: FlowSpec, seed: int, device: str,
                  train: TrainConfig, variant: str):
-        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+        super().__init__(backend, spec, device, train, variant)
         self.offer = backend.offer(spec)
-        self.variant = variant
         self._tf_device = backend._resolve(device)
         # conditioner evaluations; only eager calls count (a traced call is one per trace)
         self.counter = PassCounter(counts=tf.executing_eagerly)
@@ -251,7 +250,7 @@ class TfpKerasFlow(PeerFlow):
         return ops
 
     # --- protocol ops ---------------------------------------------------------------------
-    def _run(self, op, *args):
+    def _call(self, op, *args):
         self._last = (op, args)
         self.counter.reset()
         with tf.device(self._tf_device):
@@ -259,21 +258,12 @@ class TfpKerasFlow(PeerFlow):
         self._eager_passes = self.counter.n
         return out
 
-    def _log_prob(self, x):
-        return self._run("log_prob", x)
-
-    def _inverse(self, x):
-        return self._run("inverse", x)
-
-    def _forward(self, z):
-        return self._run("forward", z)
-
     def _sample(self, n, seed):
         # a stateless seed: an int seed would draw from TF's stateful global generator
-        return self._run("sample", tf.constant(n, tf.int32), tf.constant([seed, 0], tf.int32))
+        return self._call("sample", tf.constant(n, tf.int32), tf.constant([seed, 0], tf.int32))
 
     def _train_step(self, x):
-        return self._run("train_step", x)
+        return self._call("train_step", x)
 
     def num_params(self) -> int:
         return int(sum(v.shape.num_elements() for v in self.trainable))
@@ -308,6 +298,7 @@ class TfpKerasBackend(TFArrays, PeerBackend):
     variants = VARIANTS
     default_variant = "function"
     caches_inputs = True
+    flow_class = TfpKerasFlow
     common = {
         "direction": "bijector forward is base -> data (sampling), as the protocol; "
                      "MaskedAutoregressiveFlow.forward is its sequential direction",
@@ -398,17 +389,3 @@ class TfpKerasBackend(TFArrays, PeerBackend):
         base = tfd.MultivariateNormalDiag(loc=tf.zeros(D), scale_diag=tf.ones(D))
         return tfd.TransformedDistribution(base, tfb.Chain(layers[::-1]))
 
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None) -> TfpKerasFlow:
-        variant = self._variant(variant)
-        return TfpKerasFlow(self, spec, int(seed), device, train or TrainConfig(), variant)
-
-
-_BACKEND = None
-
-
-def get_backend() -> TfpKerasBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = TfpKerasBackend()
-    return _BACKEND

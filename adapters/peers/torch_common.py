@@ -5,25 +5,25 @@ evaluation, not a trace-time estimate)."""
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from ..base import TrainConfig
 from ..native.torch import TorchArrays
 from ..passes import PassCounter
 from ..spec import FlowSpec
-from .base import PeerBackend, PeerFlow
+from .base import LIBRARY_OPS, PeerBackend, PeerFlow
 
 
 class TorchPeerFlow(PeerFlow):
-    variant = "eager"
-
     def __init__(self, backend: "TorchPeerBackend", spec: FlowSpec, seed: int, device: str,
-                 train: TrainConfig):
-        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
+                 train: TrainConfig, variant: str = "eager"):
+        super().__init__(backend, spec, backend._resolve(device), train, variant)
         self.offer = backend.offer(spec)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.module = backend.make(spec).to(device)
+            self.module = backend.make(spec).to(self.device)
         # eval mode outside training: libraries' ActNorm initialises on the first batch it
         # sees in training mode, and ops must not change parameters
         self.module.eval()
@@ -37,30 +37,22 @@ class TorchPeerFlow(PeerFlow):
     def _hit(self, *_):
         self.counter.hit()
 
-    def _run(self, fn, *args):
+    def _call(self, op, *args):
+        fn = getattr(self.backend, LIBRARY_OPS[op])
         self.counter.reset()
         with torch.no_grad():
-            out = fn(*args)
+            out = fn(self.module, *args)
         self.passes = self.counter.n
         return out
 
     def num_params(self) -> int:
         return int(sum(p.numel() for p in self.module.parameters() if p.requires_grad))
 
-    def _log_prob(self, x):
-        return self._run(self.backend.log_prob, self.module, x)
-
-    def _inverse(self, x):
-        return self._run(self.backend.to_latent, self.module, x)
-
-    def _forward(self, z):
-        return self._run(self.backend.to_data, self.module, z)
-
     def _sample(self, n, seed):
         devices = [torch.device(self.device).index or 0] if self.device != "cpu" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return self._run(self.backend.sample, self.module, n)
+            return self._call("sample", n)
 
     def _train_step(self, x):
         self.counter.reset()
@@ -80,6 +72,8 @@ class TorchPeerBackend(TorchArrays, PeerBackend):
     """A library's flows as nn.Modules. Subclasses say how to build one and how the
     library names its directions."""
 
+    flow_class = TorchPeerFlow
+
     def version(self):
         return f"{PeerBackend.version(self)} (torch {torch.__version__})"
 
@@ -87,14 +81,14 @@ class TorchPeerBackend(TorchArrays, PeerBackend):
         """Module classes whose every call is one conditioner evaluation."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def make(self, spec: FlowSpec) -> torch.nn.Module: ...
+    @abc.abstractmethod
     def log_prob(self, module, x): ...
+    @abc.abstractmethod
     def to_latent(self, module, x): ...     # (z, log|det dz/dx|)
+    @abc.abstractmethod
     def to_data(self, module, z): ...       # (x, log|det dx/dz|)
+    @abc.abstractmethod
     def sample(self, module, n: int): ...
 
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None):
-        self._variant(variant)
-        return TorchPeerFlow(self, spec, int(seed), self._resolve(device),
-                             train or TrainConfig())

@@ -172,12 +172,3 @@ class _PlainMLP(metaclass=_PlainMLPMeta):
     """isinstance(m, _PlainMLP) holds for zuko's MLP (the coupling conditioner) but not
     for its subclass MonotonicMLP (NAF's transformer)."""
 
-
-_BACKEND = None
-
-
-def get_backend() -> ZukoBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = ZukoBackend()
-    return _BACKEND

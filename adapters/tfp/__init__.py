@@ -25,16 +25,15 @@ import numpy as np
 
 from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
+from ..chain import ChainModel
 from ..passes import PassCounter
-from ..errors import UnsupportedSpec
 from ..native.tf import TFArrays, tf  # imports TensorFlow quietly, configures it
 from ..quiet import quiet_imports
-from ..spec import FlowSpec
+from ..spec import Spec
 
 with quiet_imports():
     import tensorflow_probability as tfp
 
-from ..image import ImageSpec  # noqa: E402
 from .bijectors import block_bijector  # noqa: E402
 from .image import TfImageModel  # noqa: E402
 from .optim import Adam  # noqa: E402
@@ -45,24 +44,12 @@ CACHE_SPECS = 64  # traced functions kept per spec and variant (see adapters/jax
 DEFAULT_VARIANT = "function"
 
 
-class Model:
-    """Pure functions of (params, data) for one spec; params: canonical name -> tensor."""
+class Model(ChainModel):
+    """Pure functions of (params, data) for one vector spec, params: canonical name ->
+    tensor; the flow is a tfb.Chain."""
 
-    def __init__(self, spec: FlowSpec):
-        self.spec = spec
-        self.layout = C.blocks(spec)
-        self.counter = PassCounter()
-
-    def bijector(self, params) -> tfb.Bijector:
-        """x -> z as one tfb.Chain (Chain applies its last element first)."""
-        parts = [block_bijector(b, params, self.spec, self.counter) for b in self.layout]
-        return tfb.Chain(parts[::-1])
-
-    def base(self):
-        D = self.spec.dim
-        if self.spec.base == "normal":
-            return tfd.MultivariateNormalDiag(loc=tf.zeros(D), scale_diag=tf.ones(D))
-        return tfd.Independent(tfd.Logistic(tf.zeros(D), tf.ones(D)), 1)
+    chain, distributions, array = tfb.Chain, tfd, tf
+    block_bijector = staticmethod(block_bijector)
 
     def distribution(self, params):
         """The flow as TFP sees it: base pushed through the sampling direction z -> x."""
@@ -90,16 +77,27 @@ class Model:
         """The draws TransformedDistribution.sample makes: it hands the seed to the base."""
         return self.base().sample(n, seed=seed)
 
+    def actnorm_stats(self, x):
+        mean, var = tf.nn.moments(x, axes=[0])
+        return mean, tf.math.log(tf.sqrt(var) + C.ACTNORM_EPS)
 
-def _signature(spec: FlowSpec):
+    def actnorm_init(self, params, x) -> dict:
+        return self._actnorm_init(params, x)
+
+
+# spec family -> the model that computes it
+MODELS = {"vector": Model, "image": TfImageModel}
+
+
+def _signature(spec: Spec):
     return {k: tf.TensorSpec(shape, tf.int64 if dtype == "int64" else tf.float32)
             for k, (shape, dtype) in C.weight_shapes(spec).items()}
 
 
 @functools.lru_cache(maxsize=CACHE_SPECS)
-def _compiled(spec: FlowSpec, variant: str):
+def _compiled(spec: Spec, variant: str):
     """The ops of a spec in one execution variant, shared by every flow of that spec."""
-    m = TfImageModel(spec) if isinstance(spec, ImageSpec) else Model(spec)
+    m = MODELS[spec.family](spec)
     passes: dict[str, int] = {}
     traces: collections.Counter = collections.Counter()
     params = _signature(spec)
@@ -122,7 +120,7 @@ def _compiled(spec: FlowSpec, variant: str):
 
 
 @functools.lru_cache(maxsize=CACHE_SPECS)
-def _jacobian(spec: FlowSpec, direction: str):
+def _jacobian(spec: Spec, direction: str):
     """Per-row Jacobian of forward (z -> x) or inverse (x -> z), as one tf.function (an
     eager tape through MAF's while_loop would run it row by row in Python)."""
     m = _compiled(spec, "function")[0]
@@ -141,10 +139,9 @@ def _jacobian(spec: FlowSpec, direction: str):
 
 
 class TfpFlow(Flow):
-    def __init__(self, backend: "TfpBackend", spec: FlowSpec, seed: int, device: str,
+    def __init__(self, backend: "TfpBackend", spec: Spec, seed: int, device: str,
                  train: TrainConfig, variant: str):
-        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
-        self.variant = variant
+        super().__init__(backend, spec, device, train, variant)
         self._tf_device = backend._resolve(device)
         self.model, self._fns, self._passes, self.traces = _compiled(spec, variant)
         with tf.device(self._tf_device):
@@ -184,15 +181,6 @@ class TfpFlow(Flow):
         self.passes = self._passes[op]
         return out
 
-    def _log_prob(self, x):
-        return self._call("log_prob", x)
-
-    def _inverse(self, x):
-        return self._call("inverse", x)
-
-    def _forward(self, z):
-        return self._call("forward", z)
-
     def _sample(self, n, seed):
         return self._call("sample", n, tf.constant([seed, 0], tf.int32))
 
@@ -228,19 +216,8 @@ class TfpFlow(Flow):
         return loss
 
     def _initialize(self, x):
-        if isinstance(self.spec, ImageSpec):
-            for name, value in self.model.actnorm_init(self.vars, x).items():
-                self.vars[name].assign(value)
-            self._needs_init = False
-            return
-        params = dict(self.vars)
-        for b in self.model.layout:
-            if b.kind == "actnorm":
-                mean, var = tf.nn.moments(x, axes=[0])
-                self.vars[f"{b.name}.loc"].assign(mean)
-                self.vars[f"{b.name}.log_scale"].assign(tf.math.log(tf.sqrt(var)
-                                                                    + C.ACTNORM_EPS))
-            x = block_bijector(b, params, self.spec, PassCounter()).forward(x)
+        for name, value in self.model.actnorm_init(self.vars, x).items():
+            self.vars[name].assign(value)
         self._needs_init = False
 
     def _gradients(self, x):
@@ -267,27 +244,10 @@ class TfpBackend(TFArrays, Backend):
     variants = VARIANTS
     default_variant = DEFAULT_VARIANT
     extra_logdet_passes = 1
+    flow_class = TfpFlow
 
     def version(self):
         return f"{tf.__version__} / tfp {tfp.__version__}"
 
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None) -> TfpFlow:
-        if not isinstance(spec, (FlowSpec, ImageSpec)):
-            raise UnsupportedSpec(f"build needs a FlowSpec or an ImageSpec, got "
-                                  f"{type(spec).__name__}")
-        variant = self._variant(variant)
-        return TfpFlow(self, spec, int(seed), device, train or TrainConfig(), variant)
-
     def clear_caches(self):
         clear_caches()
-
-
-_BACKEND = None
-
-
-def get_backend() -> TfpBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = TfpBackend()
-    return _BACKEND

@@ -27,7 +27,7 @@ Where TFP's conventions differ from the canonical ones, and what is done about i
 - Cost of the sequential direction: MAF's while_loop applies ``bijector_fn(y).forward``
   to every dimension on each of its dim passes (the canonical loop solves one dimension
   per pass). Same result after dim passes; for NAF, whose inverse is bisection, dim times
-  the transformer work (measured: 18.6 s against JAX's 0.40 s at dim 64, 5 layers).
+  the transformer work.
 - Log-det: TFP computes a coupling or MADE block's log-det with a second call of
   ``bijector_fn`` (RealNVP and MAF's inverse), and the log-det of MAF's sequential
   direction as -ildj(forward(x)), one more conditioner pass. These are issued passes;

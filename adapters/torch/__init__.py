@@ -28,24 +28,19 @@ How the compile variant is built, and why:
   loop over dimensions that dynamo unrolls into the graph, so compile time grows with
   ``dim * layers``; the graph has no break.
 * The inverse of the mlp (NAF) transformer is bisection: a loop that stops on data, which
-  one graph cannot hold (dynamo breaks the graph at each ``bool()``; ``torch.while_loop``
-  took 10-13 s to compile per bisection, and a 2-D, 2-layer NAF's forward had not compiled
-  after 15 min). Ops that invert it (``forward`` and ``sample`` of a density-direction mlp
-  flow such as NAF; ``log_prob``, ``inverse`` and ``train_step`` of a sampling-direction
-  one) run their Python eagerly and compile the two loop bodies, a bracket doubling and a
-  halving (``transformers.Bisection``), where such an op spends its time; the conditioner
-  passes and the rest of the op between them stay eager.
+  one graph cannot hold (dynamo breaks the graph at each ``bool()``; with
+  ``torch.while_loop`` every bisection compiles for seconds, and even a small NAF's
+  forward did not finish compiling). Ops that invert it (``forward`` and ``sample`` of a
+  density-direction mlp flow such as NAF; ``log_prob``, ``inverse`` and ``train_step`` of
+  a sampling-direction one) run their Python eagerly and compile the two loop bodies, a
+  bracket doubling and a halving (``transformers.Bisection``), where such an op spends its
+  time; the conditioner passes and the rest of the op between them stay eager.
 * ``flow.passes``: under torch.compile the conditioners' Python counter would run once per
   trace, not per call, so it is switched off there (``layers.counts_now``) and each op's
   passes are measured once, by an eager run of that op on one row at its first call.
   Passes do not depend on values or batch size.
 * ``get_weights``, ``set_weights``, ``gradients`` and ``jacobian`` use the eager module;
   the compiled functions take its parameters as inputs, so they see every update.
-
-Measured (2 CPU threads, MAF dim 2, 5 layers of 128x128, batch 4096): sample 25 ms eager,
-12-15 ms compiled; log_prob 12 ms eager, 6 ms compiled. The first call of the first op a
-process compiles took 13 s with an empty inductor cache (2.6 s with the kernels cached),
-of a later op 3 s (0.5 s). NAF sample at the same size: 611 ms eager, 183 ms compiled.
 """
 
 from __future__ import annotations
@@ -60,11 +55,10 @@ from torch import nn
 
 from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
+from ..errors import UnsupportedOp
 from ..native.torch import TorchArrays
 from ..passes import PassCounter
-from ..errors import UnsupportedOp, UnsupportedSpec
-from ..spec import FlowSpec
-from ..image import ImageSpec
+from ..spec import FlowSpec, Spec
 from . import transformers as T
 from .image import ImageModule
 from .layers import ActNorm, Conditioned, counts_now, make_block
@@ -160,14 +154,16 @@ _OPS = {"log_prob": ("log_prob", "to_latent"), "inverse": ("to_latent", "to_late
         "train_step": ("loss", "to_latent")}
 
 
+# spec family -> the nn.Module that computes it
+MODULES = {"vector": FlowModule, "image": ImageModule}
+
+
 class TorchFlow(Flow):
-    def __init__(self, backend: "TorchBackend", spec: FlowSpec, seed: int, device: str,
+    def __init__(self, backend: "TorchBackend", spec: Spec, seed: int, device: str,
                  train: TrainConfig, variant: str = "eager"):
-        self.backend, self.spec, self.device, self.train_config = backend, spec, device, train
-        self.variant = variant
+        super().__init__(backend, spec, backend._resolve(device), train, variant)
         self.counter = PassCounter(counts=counts_now)
-        module = ImageModule if isinstance(spec, ImageSpec) else FlowModule
-        self.module = module(spec, self.counter).to(device)
+        self.module = MODULES[spec.family](spec, self.counter).to(self.device)
         self._set(C.init_weights(spec, seed))
         self._needs_init = self.module.has_actnorm
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=train.lr,
@@ -214,7 +210,7 @@ class TorchFlow(Flow):
             self._compiled[op] = fn
         return fn
 
-    def _call(self, op: str, *args):
+    def _compiled_call(self, op: str, *args):
         fn = self._op(op, args[0])
         try:
             return fn(*args)
@@ -228,10 +224,10 @@ class TorchFlow(Flow):
             raise
 
     # --- ops ----------------------------------------------------------------------------
-    def _run(self, op: str, x):
+    def _call(self, op: str, x):
         if self.variant == "compile":
             with torch.no_grad():
-                out = self._call(op, x)
+                out = self._compiled_call(op, x)
             self.passes = self._passes[op]
             return out
         self.counter.reset()
@@ -240,21 +236,12 @@ class TorchFlow(Flow):
         self.passes = self.counter.n
         return out
 
-    def _log_prob(self, x):
-        return self._run("log_prob", x)
-
-    def _inverse(self, x):
-        return self._run("inverse", x)
-
-    def _forward(self, z):
-        return self._run("forward", z)
-
     def _base_sample(self, n, seed):
         gen = torch.Generator(device=self.device).manual_seed(seed)
         return self.module.base_sample(n, gen, self.device)
 
     def _sample(self, n, seed):
-        return self._run("sample", self._base_sample(n, seed))[0]
+        return self._call("sample", self._base_sample(n, seed))[0]
 
     def _initialize(self, x):
         self.module.initialize(x)
@@ -266,7 +253,7 @@ class TorchFlow(Flow):
         self.counter.reset()
         self.optimizer.zero_grad(set_to_none=True)
         if self.variant == "compile":
-            loss = self._call("train_step", x)
+            loss = self._compiled_call("train_step", x)
         else:
             loss = self.module.loss(x)
         loss.backward()
@@ -295,22 +282,4 @@ class TorchFlow(Flow):
 class TorchBackend(TorchArrays, Backend):
     name = "torch"
     variants = VARIANTS
-
-    def build(self, spec: FlowSpec, seed: int = 0, device: str = "cpu",
-              train: TrainConfig | None = None, variant: str | None = None) -> TorchFlow:
-        if not isinstance(spec, (FlowSpec, ImageSpec)):
-            raise UnsupportedSpec(f"build needs a FlowSpec or an ImageSpec, got "
-                                  f"{type(spec).__name__}")
-        variant = self._variant(variant)
-        return TorchFlow(self, spec, int(seed), self._resolve(device), train or TrainConfig(),
-                         variant)
-
-
-_BACKEND = None
-
-
-def get_backend() -> TorchBackend:
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = TorchBackend()
-    return _BACKEND
+    flow_class = TorchFlow
