@@ -134,7 +134,7 @@ def mutants(session: nox.Session) -> None:
     scores are in docs/MUTANTS.md. Not a default session nor CI: a full run is long.
 
     nox -s mutants                              run; resumes, a cached verdict stands
-    nox -s mutants -- run 'benchmarks.timing*'  test these mutants again (new tests)
+    nox -s mutants -- run 'flowbench.benchmarks.timing*'  test these mutants again (new tests)
     nox -s mutants -- results | show NAME | browse    any other mutmut command
     FLOWBENCH_MUTANT_WORKERS sets the parallel mutants of a run (default: all CPUs).
     Mutants, mutmut's cache and the score table's input live in mutants/ (git-ignored);

@@ -1,6 +1,6 @@
 """Adapters: one Flow protocol over PyTorch, JAX and TFP implementations.
 
-    import adapters
+    from flowbench import adapters
     backend = adapters.load("torch")
     flow = backend.build(adapters.FlowSpec(arch="maf", dim=2), seed=0)
 
@@ -28,27 +28,30 @@ class Entry(NamedTuple):
 
 
 MATCHED: dict[str, Entry] = {
-    "torch": Entry("adapters.torch:TorchBackend", ("torch",), "pip install 'flowbench[torch]'"),
-    "jax": Entry("adapters.jax:JaxBackend", ("jax", "distrax", "optax"),
+    "torch": Entry("flowbench.adapters.torch:TorchBackend", ("torch",),
+                   "pip install 'flowbench[torch]'"),
+    "jax": Entry("flowbench.adapters.jax:JaxBackend", ("jax", "distrax", "optax"),
                  "pip install 'flowbench[jax]'"),
-    "tfp": Entry("adapters.tfp:TfpBackend", ("tensorflow", "tensorflow_probability", "keras"),
+    "tfp": Entry("flowbench.adapters.tfp:TfpBackend",
+                 ("tensorflow", "tensorflow_probability", "keras"),
                  "pip install 'flowbench[tfp]'"),
 }
 # third-party flow libraries as they ship (adapters/peers)
 PEERS: dict[str, Entry] = {
-    "normflows": Entry("adapters.peers.normflows:NormflowsBackend", ("torch", "normflows"),
+    "normflows": Entry("flowbench.adapters.peers.normflows:NormflowsBackend",
+                       ("torch", "normflows"),
                        "pip install 'flowbench[torch,peers]'"),
-    "zuko": Entry("adapters.peers.zuko:ZukoBackend", ("torch", "zuko"),
+    "zuko": Entry("flowbench.adapters.peers.zuko:ZukoBackend", ("torch", "zuko"),
                   "pip install 'flowbench[torch,peers]'"),
-    "nflows": Entry("adapters.peers.nflows:NflowsBackend", ("torch", "nflows"),
+    "nflows": Entry("flowbench.adapters.peers.nflows:NflowsBackend", ("torch", "nflows"),
                     "pip install 'flowbench[torch,peers]'"),
-    "flowjax": Entry("adapters.peers.flowjax:FlowjaxBackend",
+    "flowjax": Entry("flowbench.adapters.peers.flowjax:FlowjaxBackend",
                      ("jax", "flowjax", "equinox", "optax"),
                      "pip install 'flowbench[jax,peers]'"),
-    "tfp-keras": Entry("adapters.peers.tfp_keras:TfpKerasBackend",
+    "tfp-keras": Entry("flowbench.adapters.peers.tfp_keras:TfpKerasBackend",
                        ("tensorflow", "tensorflow_probability", "tf_keras"),
                        "pip install 'flowbench[tfp]'"),
-    "tfp-jax": Entry("adapters.peers.tfp_jax:TfpJaxBackend",
+    "tfp-jax": Entry("flowbench.adapters.peers.tfp_jax:TfpJaxBackend",
                      ("jax", "tensorflow_probability", "equinox", "optax"),
                      "pip install 'flowbench[jax]'"),
 }

@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-import adapters
-import datasets
+from flowbench import adapters
+from flowbench import datasets
 
 from .results import StoreError, write_atomic
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import adapters
+from flowbench import adapters
 
 from .timing import measure, op_calls
 

@@ -4,7 +4,7 @@ canonical definition of each aspect."""
 
 from __future__ import annotations
 
-import adapters
+from flowbench import adapters
 
 _SCALE = {"realnvp": "exp(s)", "maf": "exp(s)", "iaf": "exp(s)", "glow": "sigmoid(s + 2)",
           "nice": "none (additive)"}

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from adapters.spec import Spec
+from flowbench.adapters.spec import Spec
 
 # a training step: forward, then backward at about twice the forward's matmul work
 TRAIN_FACTOR = 3

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import adapters
-from adapters import canonical as C
+from flowbench import adapters
+from flowbench.adapters import canonical as C
 
 from . import matrix as M
 from .report import build

@@ -35,10 +35,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import adapters
-from adapters.errors import FlowbenchError
-from adapters.image import IMAGE_ARCHS
-from datasets.images import IMAGE_NAMES
+from flowbench import adapters
+from flowbench.adapters.errors import FlowbenchError
+from flowbench.adapters.image import IMAGE_ARCHS
+from flowbench.datasets.images import IMAGE_NAMES
 
 from .cell import Cell
 
@@ -201,7 +201,7 @@ def _check(f: dict, path) -> None:
         if a not in IMAGE_ARCHS:
             adapters.FlowSpec(arch=a)  # UnknownArch names it
     if f["kind"] == "train":
-        import datasets
+        from flowbench import datasets
         for name in f["datasets"]:
             if name not in IMAGE_NAMES:
                 datasets.density(name)  # DatasetError names it

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from datasets.images import logit_log_jacobian  # noqa: F401  (bits_per_dim's partner)
+from flowbench.datasets.images import logit_log_jacobian  # noqa: F401  (bits_per_dim's partner)
 from scipy import stats
 from scipy.spatial.distance import pdist
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import adapters
+from flowbench import adapters
 
 OPS = ("log_prob", "sample")
 

@@ -56,7 +56,6 @@ def child_env(threads: int, cpus: tuple[int, ...] = ()) -> dict:
                 "FLOWBENCH_THREADS"):
         env[var] = str(threads)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -64,7 +63,7 @@ def _spawn(args: list[str], threads: int, timeout: float,
            cpus: tuple[int, ...] = ()) -> tuple[int | None, str]:
     """(exit code or None on timeout, stderr tail) of a worker subprocess; on timeout the
     whole process group is killed, threads and children included."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "flowbench.benchmarks.worker", *args],
                             env=child_env(threads, cpus), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

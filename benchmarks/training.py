@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-import adapters
+from flowbench import adapters
 
 from . import metrics
 from .cell import Cell
@@ -218,7 +218,7 @@ def train_cell(flow, backend, cell: Cell, rows, images=None):
         prep = ImagePrep(images, cell.logit_alpha, cell.seed)
         fit(flow, backend, images, cell, rows, prep)
         return evaluate_images(flow, backend, images, cell, rows, prep)
-    import datasets
+    from flowbench import datasets
 
     ds = datasets.load(cell.dataset, n_train=cell.n_train, n_val=cell.n_val,
                        n_test=cell.n_test, seed=cell.seed)

@@ -1,10 +1,10 @@
-"""One cell in a fresh process: ``python -m benchmarks.worker cell CELL.json ROWS.jsonl``.
+"""One cell in a fresh process: ``python -m flowbench.benchmarks.worker cell CELL.json ROWS.jsonl``.
 
 The runner starts this with the thread settings already in the environment, so every
 framework starts with them. Each row is appended to ROWS.jsonl and flushed as soon as it
 is measured: when the cell times out or crashes, what it measured is kept.
 
-``python -m benchmarks.worker describe OUT.json THREADS [BACKEND ...]`` loads the backends
+``python -m flowbench.benchmarks.worker describe OUT.json THREADS [BACKEND ...]`` loads the backends
 (default: every registered one) once and
 writes what the runner needs to expand a matrix (versions, execution variants, the arch
 presets a peer lacks and why), the conventions table, plus the run's calibration: the
@@ -66,7 +66,7 @@ def _error(exc: BaseException) -> str:
 
 
 def spec_of(cell: Cell, dim: int):
-    import adapters
+    from flowbench import adapters
     return adapters.FlowSpec(arch=cell.arch, dim=dim, layers=cell.layers,
                              hidden=tuple(cell.hidden), bins=cell.bins,
                              tail_bound=cell.tail_bound)
@@ -131,9 +131,9 @@ def check_load(rows: Rows, when: str) -> None:
 
 
 def run_cell(cell: Cell, out: str) -> int:
-    import adapters
-    from adapters.image import ImageSpec
-    from datasets.images import IMAGE_NAMES, load_images
+    from flowbench import adapters
+    from flowbench.adapters.image import ImageSpec
+    from flowbench.datasets.images import IMAGE_NAMES, load_images
 
     base = {k: getattr(cell, k) for k in ("backend", "variant", "arch", "device", "seed", "threads",
                                  "layers", "bins", "tail_bound")}
@@ -157,7 +157,7 @@ def run_cell(cell: Cell, out: str) -> int:
                              direction="density")
         else:
             if cell.kind == "train":
-                import datasets
+                from flowbench import datasets
                 dim = datasets.density(cell.dataset).dim
                 rows.base["dim"] = dim
             spec = spec_of(cell, dim)
@@ -191,7 +191,7 @@ def run_cell(cell: Cell, out: str) -> int:
 
 
 def describe(out: str, threads: int, names=None) -> int:
-    import adapters
+    from flowbench import adapters
 
     from .flops import gemm_peak
     from .timing import timer_overhead
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
             cell = Cell.from_json(f.read())
         pin_threads(cell.threads)
         return run_cell(cell, argv[2])
-    print("usage: python -m benchmarks.worker cell CELL.json ROWS.jsonl | "
+    print("usage: python -m flowbench.benchmarks.worker cell CELL.json ROWS.jsonl | "
           "describe OUT.json THREADS [BACKEND ...]", file=sys.stderr)
     return 2
 

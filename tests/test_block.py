@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.native import leaves
+from flowbench.adapters.native import leaves
 
 from .conftest import load_or_skip
 
@@ -64,7 +64,7 @@ def test_tf_syncs_its_devices_once_for_a_nested_output_on_gpu(monkeypatch):
     load_or_skip("tfp")
     import tensorflow as tf
 
-    from adapters.native import tf as native_tf
+    from flowbench.adapters.native import tf as native_tf
 
     calls = []
     monkeypatch.setattr(tf.test.experimental, "sync_devices", lambda: calls.append(1))
@@ -82,7 +82,7 @@ def test_every_backend_blocks_its_own_inverse_output(name):
     """Each backend's block takes what its ops return, a tuple included, and returns it."""
     import numpy as np
 
-    import adapters
+    from flowbench import adapters
 
     backend = load_or_skip(name)
     flow = backend.build(adapters.FlowSpec(arch="maf", dim=2, layers=1, hidden=(4,)))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import adapters
-from adapters import canonical as C
-from adapters.reference import Reference
+from flowbench import adapters
+from flowbench.adapters import canonical as C
+from flowbench.adapters.reference import Reference
 
 from .conftest import ALL_ARCHS, COMBOS, make_spec
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-import adapters
-from benchmarks import cli
+from flowbench import adapters
+from flowbench.benchmarks import cli
 
 
 def test_list(capsys):
@@ -46,7 +46,7 @@ def test_quick_run_writes_results_and_report(tmp_path, capsys):
 
 
 def test_diverging_training_is_a_failed_row(tmp_path, monkeypatch):
-    from benchmarks import matrix, worker
+    from flowbench.benchmarks import matrix, worker
 
     flow_cls = type(adapters.load("torch").build(adapters.FlowSpec(arch="maf")))
     monkeypatch.setattr(flow_cls, "_train_step", lambda self, x: float("nan"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import datasets
+from flowbench import datasets
 
 EXACT_2D = ["eq39", "fourmodes", "8gaussians", "checkerboard", "rings"]
 

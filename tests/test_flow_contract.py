@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import adapters
-from adapters import canonical as C
-from adapters.reference import Reference
+from flowbench import adapters
+from flowbench.adapters import canonical as C
+from flowbench.adapters.reference import Reference
 
 from .conftest import ALL_ARCHS, PRESETS, make_spec
 
@@ -227,7 +227,7 @@ def test_sequential_passes(backend, arch, rng):
 
 @pytest.mark.parametrize("arch", PRESETS)
 def test_training_lowers_nll(backend, arch):
-    import datasets
+    from flowbench import datasets
 
     ds = datasets.load("eq39", n_train=4096, n_val=0, n_test=2048, seed=0)
     mean, std = ds.train.mean(0), ds.train.std(0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import cli, gpu_check
+from flowbench.benchmarks import cli, gpu_check
 
 from .conftest import load_or_skip
 

@@ -10,9 +10,9 @@ import itertools
 import numpy as np
 import pytest
 
-import adapters
-from adapters import canonical as C
-from adapters.image import ImageSpec, blocks
+from flowbench import adapters
+from flowbench.adapters import canonical as C
+from flowbench.adapters.image import ImageSpec, blocks
 
 from .conftest import load_or_skip, matched_targets
 

@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import pytest
 
-from benchmarks import metrics
-from datasets import DatasetError
-from datasets.images import (IDX_FILES, ImageData, LogitDequantizer, cifar10, digits,
+from flowbench.benchmarks import metrics
+from flowbench.datasets import DatasetError
+from flowbench.datasets.images import (IDX_FILES, ImageData, LogitDequantizer, cifar10, digits,
                              fashion_mnist, load_images, mnist, read_idx)
 
 N_TRAIN, N_TEST = 5, 3

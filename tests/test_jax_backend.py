@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-import adapters
-from adapters import canonical as C
+from flowbench import adapters
+from flowbench.adapters import canonical as C
 
 from .conftest import load_or_skip, make_spec
 
@@ -19,7 +19,7 @@ load_or_skip("jax", module_level=True)
 import jax  # noqa: E402
 import jax.extend  # noqa: E402
 
-from adapters.jax import _compiled  # noqa: E402
+from flowbench.adapters.jax import _compiled  # noqa: E402
 
 OPS = ("log_prob", "inverse", "forward", "sample", "train_step")
 
@@ -121,7 +121,7 @@ def test_jax_backend_does_not_load_tensorflow():
     """distrax's TFP substrate would pull in all of TensorFlow's native libraries; and the
     tfp backend still works when loaded after it, in the same process."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = ("import sys, numpy as np, adapters; adapters.load('jax'); "
+    code = ("import sys, numpy as np; from flowbench import adapters; adapters.load('jax'); "
             "print('tensorflow' in sys.modules); "
             "print('tfp' if adapters.available()['tfp'] else "
             "adapters.load('tfp').build(adapters.FlowSpec(arch='nsf')).log_prob(np.zeros((2, 2))))")

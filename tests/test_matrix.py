@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import flops, matrix, report, results, runner
+from flowbench.benchmarks import flops, matrix, report, results, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_bad_matrices_are_clear_errors(tmp_path):
         matrix.load(str(write_matrix(tmp_path, "dims = [\n")))
     with pytest.raises(matrix.MatrixError, match="TOML"):
         matrix.load(str(tmp_path / "m.yaml"))
-    import adapters
+    from flowbench import adapters
     with pytest.raises(adapters.UnknownArch):
         matrix.load("quick", {"archs": ["planar"]})
 
@@ -111,7 +111,7 @@ def test_results_append_dedupe_replace_and_merge(tmp_path):
 
 
 def test_flops_of_a_known_network():
-    import adapters
+    from flowbench import adapters
     spec = adapters.FlowSpec(arch="maf", dim=2, layers=3, hidden=(16, 16))
     assert flops.flops_per_pass(spec) == 2 * (2 * 16 + 16 * 16 + 16 * 4)
     assert flops.op_flops(spec, "train_step", 3, 10) == 3 * 3 * 10 * flops.flops_per_pass(spec)
@@ -137,7 +137,7 @@ def test_killed_run_resumes_without_losing_rows(tmp_path):
     as they were (same run id), the rest are measured, and a third run measures nothing."""
     path = write_matrix(tmp_path, TINY)
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "benchmarks.cli", "run", str(path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "flowbench.benchmarks.cli", "run", str(path), "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     csv = out / "tiny.csv"
@@ -247,7 +247,7 @@ def test_two_jobs_run_every_cell_once(tmp_path):
 def test_a_cell_round_trips_through_json_and_its_key_is_its_definition():
     import dataclasses
 
-    from benchmarks.cell import Cell
+    from flowbench.benchmarks.cell import Cell
 
     cell = matrix.expand(matrix.load("quick", {"backends": ["torch"]}), DESCRIBED)[0]
     run = dataclasses.replace(cell, artifacts="/tmp/a", jobs=2)

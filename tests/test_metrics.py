@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import pdist
 
-from benchmarks import metrics as M
+from flowbench.benchmarks import metrics as M
 
 LOG_2PI_E = np.log(2 * np.pi * np.e)
 NORMALITY_KEYS = {"metric", "value", "null_mean", "null_q95", "null_p", "n", "detail"}

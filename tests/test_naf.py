@@ -10,7 +10,7 @@ import importlib
 import numpy as np
 import pytest
 
-from adapters import canonical as C, naf, reference as R
+from flowbench.adapters import canonical as C, naf, reference as R
 
 from .conftest import IMPLEMENTED, load_or_skip
 
@@ -21,12 +21,12 @@ M = 4  # naf_hidden
 def framework(request):
     """(ops table, to native float32, to numpy, compile) of one matched backend."""
     backend = load_or_skip(request.param)
-    ops = importlib.import_module(f"adapters.{request.param}.ops").OPS
+    ops = importlib.import_module(f"flowbench.adapters.{request.param}.ops").OPS
     if request.param == "jax":
         import jax
         compile_ = jax.jit
     elif request.param == "tfp":
-        from adapters.native.tf import tf
+        from flowbench.adapters.native.tf import tf
 
         def compile_(fn):
             return tf.function(fn, autograph=False)

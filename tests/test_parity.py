@@ -16,8 +16,8 @@ import itertools
 import numpy as np
 import pytest
 
-import adapters
-from adapters import canonical as C
+from flowbench import adapters
+from flowbench.adapters import canonical as C
 
 from .conftest import ALL_ARCHS, make_spec, matched_targets
 

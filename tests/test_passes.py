@@ -9,8 +9,8 @@ import collections
 import numpy as np
 import pytest
 
-from adapters.image import ImageSpec
-from adapters.passes import PassCounter
+from flowbench.adapters.image import ImageSpec
+from flowbench.adapters.passes import PassCounter
 
 from .conftest import IMPLEMENTED, PEERS, load_or_skip, make_spec
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import adapters
-from benchmarks.timing import op_calls
+from flowbench import adapters
+from flowbench.benchmarks.timing import op_calls
 
 from .conftest import load_or_skip
 

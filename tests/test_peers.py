@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import adapters
-import datasets
+from flowbench import adapters
+from flowbench import datasets
 
 from .conftest import PEERS, load_or_skip, make_spec
 

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-import adapters
-from adapters import FlowSpec
-from adapters import canonical as C
-from adapters.reference import Reference
+from flowbench import adapters
+from flowbench.adapters import FlowSpec
+from flowbench.adapters import canonical as C
+from flowbench.adapters.reference import Reference
 
 RTOL, ATOL = 1e-10, 1e-12
 FORWARD_ATOL = 1e-11  # the DSF inverse is a bisection to 1e-12 * (1 + |u|)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmarks import metrics, report
-from benchmarks.report import quality
+from flowbench.benchmarks import metrics, report
+from flowbench.benchmarks.report import quality
 
 # transform, conditioner, direction of the presets used here (adapters/spec.py)
 SPECS = {"maf": ("affine", "autoregressive", "density"),

@@ -9,7 +9,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from benchmarks import cli, results
+from flowbench.benchmarks import cli, results
 
 ROW = dict(cell="a", backend="torch", op="log_prob", metric="time", statistic="median",
            batch=16, value=1.0, status="ok")

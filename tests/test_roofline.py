@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from benchmarks import flops, report
+from flowbench.benchmarks import flops, report
 
 from .conftest import load_or_skip
 

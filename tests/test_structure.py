@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import adapters
-from adapters.base import Flow
+from flowbench import adapters
+from flowbench.adapters.base import Flow
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("adapters", "datasets", "benchmarks")
@@ -51,6 +51,12 @@ def _import_nodes(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
+def _unprefixed(module: str) -> str:
+    """flowbench.adapters.x -> adapters.x (the folder module installed under flowbench);
+    flowbench alone -> "" (``from flowbench import adapters`` names adapters)."""
+    return module.removeprefix("flowbench").lstrip(".")
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The package modules that module ``name`` imports (the one it names: ``from a
     import b`` is a.b when that is a module, else a)."""
@@ -58,16 +64,16 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     found = set()
     for node in _import_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            targets = [_unprefixed(alias.name) for alias in node.names]
         else:
             if node.level:
                 base = package.split(".")
                 base = base[:len(base) - (node.level - 1)]
                 origin = ".".join(base + ([node.module] if node.module else []))
             else:
-                origin = node.module or ""
-            targets = [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules
-                       else origin for alias in node.names]
+                origin = _unprefixed(node.module or "")
+            dotted = [f"{origin}.{alias.name}".lstrip(".") for alias in node.names]
+            targets = [d if d in modules else origin for d in dotted]
         found.update(t for t in targets if t in modules and t != name)
     return found
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-import adapters
-from adapters import canonical as C
+from flowbench import adapters
+from flowbench.adapters import canonical as C
 
 from .conftest import load_or_skip, make_spec
 
@@ -94,7 +94,7 @@ def _python(code: str, **env):
 
 
 def test_import_is_quiet_and_threads_follow_the_setting():
-    out = _python("import adapters; adapters.load('tfp'); adapters.load('jax'); "
+    out = _python("from flowbench import adapters; adapters.load('tfp'); adapters.load('jax'); "
                   "import tensorflow as tf; "
                   "print(tf.config.threading.get_intra_op_parallelism_threads())",
                   FLOWBENCH_THREADS="1")

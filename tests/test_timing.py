@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import timing
-from benchmarks.timing import measure, op_calls, timer_overhead
+from flowbench.benchmarks import timing
+from flowbench.benchmarks.timing import measure, op_calls, timer_overhead
 
 
 class FakeClock:
@@ -185,3 +185,12 @@ def test_op_calls_hand_the_unchecked_ops_the_prepared_input(caches):
     calls["sample"]()
     assert flow.seen[-1] == ("sample", 7, 3)
     assert flow.backend.copies == (4 if caches else 0)
+
+
+def test_the_defaults_are_one_warmup_five_repeats_and_a_fifth_of_a_second(clock):
+    """What the README promises when a caller sets nothing."""
+    fn, block = clock.op([0.1]), clock.block(0.0)
+    t = measure(fn, block)
+    assert t["repeats"] == 5 and len(fn.calls) == 1 + 1 + 5  # first, warm-up, repeats
+    fn = clock.op([0.01])
+    assert measure(fn, block)["repeats"] == 20  # 0.2 s of 10 ms calls

@@ -16,8 +16,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import adapters  # noqa: E402
-from adapters import canonical as C  # noqa: E402
+from flowbench import adapters  # noqa: E402
+from flowbench.adapters import canonical as C  # noqa: E402
 
 from .conftest import PRESETS, load_or_skip, make_spec  # noqa: E402
 
@@ -153,7 +153,7 @@ def test_compiled_ops_see_new_weights(torch_backend):
 
 def test_recompile_limit_raises(torch_backend, monkeypatch):
     """Past RECOMPILE_LIMIT input shapes an op refuses; it never falls back to eager."""
-    import adapters.torch as backend_module
+    import flowbench.adapters.torch as backend_module
 
     monkeypatch.setattr(backend_module, "RECOMPILE_LIMIT", 1)
     flow = torch_backend.build(make_spec("nice", DIM), seed=0, variant="compile")

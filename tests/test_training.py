@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import matrix, worker
+from flowbench.benchmarks import matrix, worker
 
 TORCH = {"torch": {"variants": ["eager"], "reason": None, "missing": {}}}
 
@@ -47,7 +47,7 @@ def test_quality_rows_and_pictures(tmp_path):
     """Quality rows checked against numbers computed here another way: test NLL from the
     saved density grid interpolated at the test points, the mean KS statistic from scipy
     on the saved latent, and the relations between rows."""
-    import datasets
+    from flowbench import datasets
     from scipy import stats
     from scipy.interpolate import RegularGridInterpolator
 
@@ -129,7 +129,7 @@ def test_image_cell_bits_per_dim_quality_and_sample_grid(tmp_path):
     assert set(timed.op) == {"log_prob", "sample", "train_step"}
     assert np.isfinite(rows[rows.metric == "gflops"].value).all()
     # the report: a bits/dim table and the digit sample grid
-    from benchmarks import report, results
+    from flowbench.benchmarks import report, results
     results.append(tmp_path / "images.csv", rows.assign(run_id="r", matrix="images")
                    .to_dict("records"))
     text = report.build(tmp_path).read_text()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from benchmarks import cli, results
+from flowbench.benchmarks import cli, results
 
 BASE = '''kind = "time"
 backends = ["torch"]
@@ -118,7 +118,7 @@ def test_report_of_results_where_nothing_was_measured(tmp_path):
             (("a", "nflows", "skipped", "nflows does not offer it"),
              ("b", "torch", "failed", "boom"))]
     results.append(tmp_path / "m.csv", rows)
-    from benchmarks import report
+    from flowbench.benchmarks import report
     text = report.build(tmp_path).read_text()
     assert "Cells and ops that did not run" in text and "boom" in text
     assert "nflows does not offer it" in text

@@ -219,7 +219,7 @@ class TorchFlow(Flow):
                 raise UnsupportedOp(
                     f"{op} of this compile-variant flow was already compiled for "
                     f"{RECOMPILE_LIMIT} input shapes (batch sizes; see "
-                    f"adapters.torch.RECOMPILE_LIMIT): use fewer batch sizes per flow, a "
+                    f"flowbench.adapters.torch.RECOMPILE_LIMIT): use fewer batch sizes per flow, a "
                     f"new flow, or the eager variant") from exc
             raise
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import adapters
+from flowbench import adapters
 
 from ..results import COLUMNS, read
 

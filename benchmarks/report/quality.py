@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import adapters
+from flowbench import adapters
 
 from .. import metrics
 from ..training import LOG_DENSITY_SUFFIX

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import adapters
+from flowbench import adapters
 
 from .figures import _figure
 from .frame import _label, _md, _measured, _ok, _pivot, framework

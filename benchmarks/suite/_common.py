@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-import adapters  # the registry only: adapters imports no framework
+from flowbench import adapters  # the registry only: adapters imports no framework
 
 LAYERS = 5
 HIDDEN = (64, 64)
@@ -65,7 +65,7 @@ def load_backend(name: str):
     """The backend, after fixing the thread count; NotImplementedError (asv: skipped) when
     it cannot load here."""
     try:
-        from benchmarks.environment import set_threads
+        from flowbench.benchmarks.environment import set_threads
     except ImportError:  # a commit from before the harness had it (asv run over history)
         def set_threads(n):
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -114,7 +114,7 @@ def native_x(backend, flow, n: int = BATCH):
 def op_call(flow, x, op: str):
     """The zero-argument call of one unchecked native op (benchmarks.timing.op_calls)."""
     try:
-        from benchmarks.timing import op_calls
+        from flowbench.benchmarks.timing import op_calls
     except ImportError as exc:  # a commit from before op_calls (asv run over history)
         raise NotImplementedError(f"no benchmarks.timing.op_calls here: {exc}") from exc
     return op_calls(flow, x, SEED)[op]

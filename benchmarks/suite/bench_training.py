@@ -24,9 +24,9 @@ class Training:
     rounds = 1
 
     def setup(self, backend, arch):
-        import datasets
+        from flowbench import datasets
         try:
-            from benchmarks.training import Standardizer
+            from flowbench.benchmarks.training import Standardizer
         except ImportError as exc:  # a commit from before it (asv run over history)
             raise NotImplementedError(f"no benchmarks.training here: {exc}") from exc
 
