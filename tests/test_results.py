@@ -133,3 +133,17 @@ def test_every_key_column_is_needed(column, tmp_path):
     path = tmp_path / "r.csv"
     results.append(path, [{**ROW, "step": 1}, {**ROW, "step": 1, column: other}])
     assert len(results.read(path)) == 2
+
+
+def test_reading_a_missing_or_empty_file_gives_the_columns_and_no_rows(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    for path in (tmp_path / "missing.csv", tmp_path / "empty.csv"):
+        df = results.read(path)
+        assert df.empty and list(df.columns) == results.COLUMNS
+
+
+def test_a_cell_is_done_only_once_its_status_row_is_stored():
+    rows = pd.DataFrame([{**ROW, "cell": "measuring"}, {**ROW, "cell": "finished"},
+                         {**ROW, "cell": "finished", "metric": "status"}])
+    assert results.done_cells(rows) == {"finished"}
+    assert results.done_cells(pd.DataFrame({"cell": ["x"]})) == set()  # no metric column

@@ -184,6 +184,8 @@ def test_op_calls_hand_the_unchecked_ops_the_prepared_input(caches):
         assert name == op and arg.shape == x.shape and ((arg is x) != caches)
     calls["sample"]()
     assert flow.seen[-1] == ("sample", 7, 3)
+    op_calls(flow, x)["sample"]()
+    assert flow.seen[-1] == ("sample", 7, 0)  # the default seed
     assert flow.backend.copies == (4 if caches else 0)
 
 
@@ -194,3 +196,31 @@ def test_the_defaults_are_one_warmup_five_repeats_and_a_fifth_of_a_second(clock)
     assert t["repeats"] == 5 and len(fn.calls) == 1 + 1 + 5  # first, warm-up, repeats
     fn = clock.op([0.01])
     assert measure(fn, block)["repeats"] == 20  # 0.2 s of 10 ms calls
+
+
+def test_reaching_min_time_exactly_is_enough(clock):
+    """0.25 s calls and 0.5 s asked for: two calls reach it (the clock's sums are exact in
+    binary), a third would be one too many; the same for max_time with three repeats."""
+    block = clock.block(0.0)
+    assert measure(clock.op([0.25]), block, warmup=0, min_repeats=1,
+                   min_time=0.5)["repeats"] == 2
+    assert measure(clock.op([0.25]), block, warmup=0, min_repeats=50, min_time=0.0,
+                   max_time=0.75)["repeats"] == 3
+
+
+def test_max_repeats_bounds_an_op_that_takes_no_time(clock):
+    """Nothing ever moves this clock: only the repeat cap ends the loop, at 10,000."""
+    assert measure(clock.op([0.0]), clock.block(0.0), min_time=0.2)["repeats"] == 10_000
+
+
+def test_timer_overhead_asks_measure_for_exactly_its_calls(monkeypatch):
+    seen = {}
+
+    def spy(fn, block, **kw):
+        seen.update(kw, fn=fn(), block=block(None))
+        return {"median": 1.5e-7}
+    monkeypatch.setattr(timing, "measure", spy)
+    assert timer_overhead(calls=123) == 1.5e-7
+    assert seen == {"min_repeats": 123, "min_time": 0.0, "fn": None, "block": None}
+    timer_overhead()
+    assert seen["min_repeats"] == 20_000
