@@ -42,6 +42,7 @@ def test_a_measurement_taken_again_replaces_the_old_one(tmp_path):
               "value": float("nan")}
     results.append(path, [ROW, status])
     results.append(path, [{**ROW, "value": 2.0}, status])
+    assert (results.read(path).metric == "status").sum() == 1  # "" and NaN are one op
     results.append(path, [{**ROW, "batch": 16.0, "value": 3.0}])
     df = results.read(path)
     assert len(df) == 2
