@@ -67,7 +67,8 @@ def build(results_dir="results", out: str | None = None) -> Path:
         mem = memory_table(g)
         if len(mem):
             lines += ["### Peak host memory of the cell's process (MB, frameworks included)",
-                      "", mem.to_markdown(floatfmt=".0f"), ""]
+                      "", mem.astype(object).where(mem.notna(), None).to_markdown(
+                          floatfmt=".0f", missingval=""), ""]
     conv = folder / "conventions.md"
     if conv.exists():
         text = re.sub(r"^(#+) ", r"#\1 ", conv.read_text(), flags=re.M)  # one level down
