@@ -11,10 +11,9 @@ per-library knowledge. So GFLOP/s here is a lower bound on work done.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from flowbench.adapters.native import best_rate
 from flowbench.adapters.spec import Spec
 
 # a training step: forward, then backward at about twice the forward's matmul work
@@ -52,12 +51,7 @@ def memory_bandwidth(mbytes: int = 256, min_time: float = 0.5) -> float:
     a = np.ones(mbytes * 2 ** 20 // 4, np.float32)
     b = np.empty_like(a)
     np.copyto(b, a)
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        np.copyto(b, a)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * a.nbytes / best / 1e9
+    return best_rate(lambda: np.copyto(b, a), 2 * a.nbytes, min_time)  # G bytes/s
 
 
 def gemm_peak(n: int = 2048, min_time: float = 1.0) -> float:
@@ -67,9 +61,4 @@ def gemm_peak(n: int = 2048, min_time: float = 1.0) -> float:
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     a @ b  # warm-up: thread pool start, page faults
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return best_rate(lambda: a @ b, 2 * n ** 3, min_time)

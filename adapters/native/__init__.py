@@ -4,7 +4,8 @@ imports its framework at import time; import it only from a backend that needs i
 
 
 def best_rate(run, flops: float, min_time: float) -> float:
-    """Best GFLOP/s of ``run()`` (already warmed up and blocking) over ``min_time`` s."""
+    """Best rate, in G per second, of ``run()`` doing ``flops`` units of work (already
+    warmed up, and blocking), over ``min_time`` seconds."""
     import time
 
     best, start = float("inf"), time.perf_counter()
