@@ -15,6 +15,7 @@ The contract, for every backend (x is data, z latent; arrays are (n, dim)):
     flow.train_step(x)        one Adam step on the mean NLL of batch x; returns the loss
     flow.get_weights() / flow.set_weights(w)   the canonical layout (canonical.py)
     flow.passes               conditioner evaluations of the last op
+    flow.executed(run, n)     the work an op executes, by the framework's counter
 
 The public methods check their input (shape, dtype, NaN/inf; typed errors from
 ``errors.py``) and give back what they were given: numpy in, numpy out; native in, native
@@ -35,6 +36,7 @@ from .canonical import FIXED
 from .errors import (DeviceError, DTypeError, InvalidInput, NonFiniteError, ShapeError,
                      UnsupportedOp, UnsupportedSpec)
 from .spec import FAMILIES, Spec, check_spec
+from .work import Work
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,13 @@ class Flow(abc.ABC):
 
     @abc.abstractmethod
     def _train_step(self, x) -> float: ...
+
+    def executed(self, run, analytic: float) -> Work | None:
+        """The matmul and convolution FLOPs one call of ``run`` (a no-argument call of one
+        of this flow's ops, as the harness times it) executes, from the framework's own
+        counter (``work.py``). ``analytic`` is the count derived from ``passes``, which
+        eager code executes as counted. None where the framework has no counter."""
+        return None
 
     @abc.abstractmethod
     def _gradients(self, x) -> dict: ...

@@ -4,14 +4,21 @@ that direction.
 
 Matched backends count as their ops run (traced backends scale loop bodies by their trip
 counts); torch peers count with forward hooks; JAX and TF peers re-run the op eagerly and
-count the conditioner's calls. A cell that cannot be built is a row with its reason.
+count the conditioner's calls. Beside that count, each row has the work that executed by
+the framework's counter (``adapters/work.py``), in passes' worth. A cell that cannot be
+built is a row with its reason.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from flowbench import adapters
+
+from .flops import op_flops
+from .worker import executed_work
 
 OPS = ("log_prob", "sample")
 
@@ -28,11 +35,16 @@ def pass_rows(backend_names, archs, dim: int = 8, layers: int = 4, hidden=(64, 6
                 spec = adapters.FlowSpec(arch=arch, dim=dim, layers=layers, hidden=hidden)
                 flow = backend.build(spec, seed=0)
                 for op in OPS:
-                    flow.log_prob(x) if op == "log_prob" else flow.sample(batch, seed=0)
+                    run = (functools.partial(flow.log_prob, x) if op == "log_prob"
+                           else functools.partial(flow.sample, batch, seed=0))
+                    run()
+                    passes = int(flow.passes)
+                    one = op_flops(spec, op, 1, batch)
+                    work = executed_work(flow, run, one * passes)
                     rows.append({**base, "variant": flow.variant, "op": op,
-                                 "passes": int(flow.passes),
-                                 "per_layer": flow.passes / layers, "status": "ok",
-                                 "error": ""})
+                                 "passes": passes, "per_layer": passes / layers,
+                                 "executed_per_layer": work.flops / one / layers,
+                                 "counter": work.counter, "status": "ok", "error": ""})
             except adapters.UnsupportedSpec as exc:
                 rows.append({**base, "status": "skipped", "error": str(exc)})
             except Exception as exc:  # a failing cell is a row; the rest goes on
@@ -42,14 +54,25 @@ def pass_rows(backend_names, archs, dim: int = 8, layers: int = 4, hidden=(64, 6
 
 
 def pass_table(rows):
-    """arch x backend, 'log_prob / sample' passes per layer."""
+    """arch x backend, 'log_prob / sample' passes per layer, and what ran where the
+    framework's counter saw other work ("(ran 1 / 8)": a compiler removed a copy)."""
     import pandas as pd
+
+    from .report.tables import EXECUTED_TOLERANCE
 
     df = pd.DataFrame(rows)
     ok = df[df.status == "ok"]
     if ok.empty:
         return pd.DataFrame()
-    per = ok.pivot_table(index=["arch", "backend"], columns="op", values="per_layer",
-                         aggfunc="first")
-    cell = per.apply(lambda r: f"{r['log_prob']:g} / {r['sample']:g}", axis=1)
-    return cell.unstack("backend").fillna("-")
+    per, ran = (ok.pivot_table(index=["arch", "backend"], columns="op", values=v,
+                               aggfunc="first") for v in ("per_layer", "executed_per_layer"))
+
+    def cell(key):
+        r, e = per.loc[key], ran.loc[key]
+        text = f"{r['log_prob']:g} / {r['sample']:g}"
+        if ((e - r).abs() > EXECUTED_TOLERANCE).any():
+            text += f" (ran {e['log_prob']:.3g} / {e['sample']:.3g})"
+        return text
+    out = pd.Series({key: cell(key) for key in per.index})
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["arch", "backend"])
+    return out.unstack("backend").fillna("-")

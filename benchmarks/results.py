@@ -18,7 +18,7 @@ COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
            "backend_version", "variant", "kind", "arch", "transform", "conditioner",
            "direction", "dim", "layers", "hidden", "bins", "dataset", "batch", "op", "metric",
            "value", "unit", "statistic", "repeats", "passes", "threads", "seed", "status",
-           "error", "cell", "source"]
+           "error", "cell", "source", "counter", "note"]
 # one measurement: a later row with the same key replaces an earlier one (--force, merge)
 ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch", "step", "source"]
 

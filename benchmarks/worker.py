@@ -91,16 +91,39 @@ def time_ops(flow, backend, rows: Rows, cell: Cell, data=None) -> None:
             except Exception as exc:  # one op failing (or not offered) is a row
                 rows.status(_status_of(exc), _error(exc), op=op, **more)
                 continue
-            more.update(repeats=t["repeats"], passes=flow.passes)
+            passes = flow.passes
+            more.update(repeats=t["repeats"], passes=passes)
             rows.add("time", t["median"], "s", op, "median", **more)
             rows.add("time", t["iqr"], "s", op, "iqr", **more)
             rows.add("time", t["min"], "s", op, "min", **more)
             rows.add("first_call", t["first"], "s", op, "value", **more)
             rows.add("compile", max(t["first"] - t["median"], 0.0), "s", op, "value", **more)
-            rows.add("passes", flow.passes, "count", op, "value", **more)
+            rows.add("passes", passes, "count", op, "value", **more)
             rows.add("throughput", batch / t["median"], "samples/s", op, "median", **more)
-            rows.add("gflops", op_flops(flow.spec, op, flow.passes, batch) / t["median"] / 1e9,
-                     "GFLOP/s", op, "median", **more)
+            analytic = op_flops(flow.spec, op, passes, batch)
+            work = executed_work(flow, calls[op], analytic)
+            rows.add("analytic_flops", analytic, "FLOP", op, "value", **more)
+            rows.add("executed_flops", work.flops, "FLOP", op, "value", counter=work.counter,
+                     note=work.note, **more)
+            # executed work in conditioner passes: where it differs from ``passes`` the
+            # compiler removed or the library added network evaluations
+            rows.add("executed_passes", work.flops / op_flops(flow.spec, op, 1, batch),
+                     "count", op, "value", counter=work.counter, **more)
+            flops = work.flops if work.counter != "none" else analytic
+            rows.add("gflops", flops / t["median"] / 1e9, "GFLOP/s", op, "median",
+                     counter=work.counter if work.counter != "none" else "analytic", **more)
+
+
+def executed_work(flow, run, analytic: float):
+    """The flow's executed work for one call of run; a counter that fails or is missing
+    gives counter 'none' and says why, and GFLOP/s falls back to the analytic count."""
+    from flowbench.adapters.work import Work
+    try:
+        work = flow.executed(run, analytic)
+    except Exception as exc:  # a counter failing must not lose the timing
+        return Work(float("nan"), "none", f"counter failed: {_error(exc)[:300]}")
+    return work if work is not None else Work(float("nan"), "none",
+                                              "this backend has no framework counter")
 
 
 def peak_device_memory(backend, device: str):

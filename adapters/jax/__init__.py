@@ -29,7 +29,7 @@ from .. import canonical as C  # noqa: E402
 from ..base import Backend, Flow, TrainConfig  # noqa: E402
 from ..chain import ChainModel  # noqa: E402
 from ..passes import PassCounter  # noqa: E402
-from ..native.jax import JaxArrays  # noqa: E402
+from ..native.jax import JaxArrays, compiled_work  # noqa: E402
 from ..quiet import without_tensorflow  # noqa: E402
 from ..spec import Spec  # noqa: E402
 
@@ -189,7 +189,8 @@ class JaxFlow(Flow):
 
     # --- ops ------------------------------------------------------------------------------
     def _call(self, op: str, *args):
-        out = self._compiled.ops[op](self.params, self.fixed, *args)
+        self._last = (self._compiled.ops[op], (self.params, self.fixed, *args))
+        out = self._last[0](*self._last[1])
         self.passes = self._compiled.passes[op]
         return out
 
@@ -210,10 +211,15 @@ class JaxFlow(Flow):
     def _train_step(self, x):
         if self._needs_init:
             self._initialize(x)
-        self.params, self.opt_state, loss = self._step(
-            self.params, self.fixed, self.opt_state, x)
+        self._last = (self._step, (self.params, self.fixed, self.opt_state, x))
+        self.params, self.opt_state, loss = self._step(*self._last[1])
         self.passes = self._compiled.passes["train_step"]
         return loss
+
+    def executed(self, run, analytic):
+        self.backend.block(run())
+        jitted, args = self._last
+        return compiled_work(jitted, *args)
 
     def _gradients(self, x):
         return self._compiled.grad(self.params, self.fixed, x)

@@ -8,7 +8,16 @@ import numpy as np
 
 from ..base import parse_device
 from ..errors import DeviceError
+from ..work import Work, hlo_flops
 from . import best_rate
+
+
+def compiled_work(jitted, *args) -> Work:
+    """Matmul and convolution FLOPs of one execution of jitted(*args) as XLA compiled it
+    (``jax.jit`` or ``equinox.filter_jit``, whose compiled object wraps jax's)."""
+    compiled = jitted.lower(*args).compile()
+    compiled = getattr(compiled, "compiled", compiled)
+    return hlo_flops(compiled.as_text())
 
 
 def _gpus():

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..base import parse_device
 from ..errors import DeviceError
+from ..work import Work, hlo_flops
 from . import best_rate
 from ..quiet import quiet_imports
 
@@ -86,3 +87,49 @@ class TFArrays:
         kind = "f" if dt.is_floating else ("c" if dt.is_complex else "i")
         finite = bool(tf.reduce_all(tf.math.is_finite(a))) if kind == "f" else True
         return tuple(a.shape), kind, finite
+
+
+_KERNELS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D", "Conv3D",
+            "DepthwiseConv2dNative")
+
+
+def _nodes(graph_def) -> list:
+    """The nodes of a graph and of every function in its library (loop and branch bodies)."""
+    return list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+
+
+def _kernels(graph_def) -> int:
+    return sum(n.op in _KERNELS for n in _nodes(graph_def))
+
+
+def function_work(function, args, variant: str, analytic: float) -> Work:
+    """What one call of a TF op executes, by variant: ``eager`` runs every call the counter
+    saw (the analytic count); ``xla`` runs the optimized HLO; ``function`` runs the graph
+    grappler optimized, which drops repeated conditioner evaluations (TFP's log-det one):
+    the analytic count scaled by the share of matmul and convolution nodes grappler keeps."""
+    if variant == "eager":
+        return Work(analytic, "eager-count")
+    if variant == "xla":
+        return hlo_flops(function.experimental_get_compiler_ir(*args)(stage="optimized_hlo"))
+    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    concrete = function.get_concrete_function(*args)
+    traced = concrete.graph.as_graph_def()
+    meta = tf.compat.v1.train.export_meta_graph(graph_def=traced, graph=concrete.graph)
+    fetch = meta_graph_pb2.CollectionDef()
+    fetch.node_list.value.extend(t.name for t in concrete.outputs)
+    meta.collection_def["train_op"].CopyFrom(fetch)  # grappler keeps what this names
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta)
+    before, after = _kernels(traced), _kernels(optimized)
+    if _loops(traced):  # a node in a loop body runs once per trip: counts cannot weigh it
+        return Work(analytic, "tf-graph",
+                    f"graph with a while loop: analytic count kept (grappler left {after} of "
+                    f"{before} matmul nodes, not weighted by trips)")
+    share = after / before if before else 1.0
+    return Work(analytic * share, "tf-grappler",
+                f"analytic count x {after}/{before} matmul nodes kept by grappler")
+
+
+def _loops(graph_def) -> bool:
+    return any(n.op in ("While", "StatelessWhile") for n in _nodes(graph_def))

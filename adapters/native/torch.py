@@ -7,7 +7,18 @@ import torch
 
 from ..base import parse_device
 from ..errors import DeviceError
+from ..work import Work
 from . import best_rate, leaves
+
+
+def counted_work(run, block) -> Work:
+    """Matmul and convolution FLOPs of one call of run, by FlopCounterMode (the dispatcher
+    sees every kernel the call launches)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        block(run())
+    return Work(float(counter.get_total_flops()), "torch-flop-counter")
 
 
 class TorchArrays:

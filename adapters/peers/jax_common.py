@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from ..base import TrainConfig
-from ..native.jax import JaxArrays
+from ..native.jax import JaxArrays, compiled_work
 from ..passes import PassCounter
 from ..spec import FlowSpec
 from .base import LIBRARY_OPS, PeerBackend, PeerFlow
@@ -67,6 +67,14 @@ class JaxPeerFlow(PeerFlow):
 
     def num_params(self) -> int:
         return int(sum(a.size for a in jax.tree_util.tree_leaves(self.params)))
+
+    def executed(self, run, analytic):
+        self.backend.block(run())
+        op, args = self._last
+        if op == "train_step":
+            return compiled_work(_train_step(self.backend), self.params, self.static,
+                                 self.opt_state, self.optimizer, *args)
+        return compiled_work(_jitted(self.backend, op), self.params, self.static, *args)
 
     # --- measured passes ------------------------------------------------------------------
     @property

@@ -48,7 +48,7 @@ import random
 import numpy as np
 
 from ..base import TrainConfig
-from ..native.tf import TFArrays, tf  # imports TensorFlow quietly, configures it
+from ..native.tf import TFArrays, function_work, tf  # imports TF quietly, configures it
 from ..passes import PassCounter
 from ..quiet import quiet_imports
 from ..spec import FlowSpec
@@ -267,6 +267,12 @@ class TfpKerasFlow(PeerFlow):
 
     def num_params(self) -> int:
         return int(sum(v.shape.num_elements() for v in self.trainable))
+
+    def executed(self, run, analytic):
+        run()
+        op, args = self._last
+        with tf.device(self._tf_device):
+            return function_work(self._ops[op], args, self.variant, analytic)
 
     # --- measured passes ------------------------------------------------------------------
     @property

@@ -10,7 +10,7 @@ import abc
 import torch
 
 from ..base import TrainConfig
-from ..native.torch import TorchArrays
+from ..native.torch import TorchArrays, counted_work
 from ..passes import PassCounter
 from ..spec import FlowSpec
 from .base import LIBRARY_OPS, PeerBackend, PeerFlow
@@ -47,6 +47,9 @@ class TorchPeerFlow(PeerFlow):
 
     def num_params(self) -> int:
         return int(sum(p.numel() for p in self.module.parameters() if p.requires_grad))
+
+    def executed(self, run, analytic):
+        return counted_work(run, self.backend.block)
 
     def _sample(self, n, seed):
         devices = [torch.device(self.device).index or 0] if self.device != "cpu" else []

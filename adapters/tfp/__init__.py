@@ -27,7 +27,7 @@ from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
 from ..chain import ChainModel
 from ..passes import PassCounter
-from ..native.tf import TFArrays, tf  # imports TensorFlow quietly, configures it
+from ..native.tf import TFArrays, function_work, tf  # imports TF quietly, configures it
 from ..quiet import quiet_imports
 from ..spec import Spec
 
@@ -176,6 +176,7 @@ class TfpFlow(Flow):
 
     # --- ops ------------------------------------------------------------------------------
     def _call(self, op: str, *args):
+        self._last = (self._fns[op], (self.vars, *args))
         with tf.device(self._tf_device):
             out = self._fns[op](self.vars, *args)
         self.passes = self._passes[op]
@@ -210,10 +211,16 @@ class TfpFlow(Flow):
     def _train_step(self, x):
         if self._needs_init:
             self._initialize(x)
+        self._last = (self._step, (x,))
         with tf.device(self._tf_device):
             loss = self._step(x)
         self.passes = self._step_passes
         return loss
+
+    def executed(self, run, analytic):
+        run()
+        with tf.device(self._tf_device):
+            return function_work(*self._last, self.variant, analytic)
 
     def _initialize(self, x):
         for name, value in self.model.actnorm_init(self.vars, x).items():

@@ -45,6 +45,7 @@ How the compile variant is built, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import types
@@ -56,7 +57,7 @@ from torch import nn
 from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
 from ..errors import UnsupportedOp
-from ..native.torch import TorchArrays
+from ..native.torch import TorchArrays, counted_work
 from ..passes import PassCounter
 from ..spec import FlowSpec, Spec
 from . import transformers as T
@@ -263,6 +264,17 @@ class TorchFlow(Flow):
         self.passes = self._passes["train_step"] if self.variant == "compile" \
             else self.counter.n
         return loss.item()
+
+    def executed(self, run, analytic):
+        if self.variant == "eager":
+            return counted_work(run, self.backend.block)
+        self.variant = "eager"  # FlopCounterMode cannot run inside torch.compile's code
+        try:
+            work = counted_work(run, self.backend.block)
+        finally:
+            self.variant = "compile"
+        return dataclasses.replace(work, note="counted on the eager module torch.compile "
+                                   "compiles (the counter cannot enter compiled code)")
 
     def _gradients(self, x):
         names = dict(self._names())

@@ -16,7 +16,7 @@ from ..results import write_atomic
 from .frame import _label, framework, load_results
 from .quality import _spread_table, quality_section
 from .tables import (best_peak, efficiency_table, environment_section, fastest_by_framework,
-                     loaded_section, memory_table, passes_table, problems_section,
+                     loaded_section, memory_table, passes_table, PASSES_NOTE, problems_section,
                      roofline_table, scaling_section, single_table, time_table,
                      timing_section)
 
@@ -63,7 +63,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
         pt = passes_table(g)
         if len(pt):
             lines += ["### Conditioner passes per layer (`log_prob / sample`), measured", "",
-                      pt.to_markdown(), ""]
+                      pt.to_markdown(), "", PASSES_NOTE, ""]
         mem = memory_table(g)
         if len(mem):
             lines += ["### Peak host memory of the cell's process (MB, frameworks included)",

@@ -61,22 +61,58 @@ def single_table(df, metric, op, dim, batch, scale=1.0, fmt="{:.3g}", statistic=
 
 
 def passes_table(df) -> pd.DataFrame:
-    """arch x backend: 'log_prob / sample' conditioner passes per layer, as measured."""
+    """arch x backend: 'log_prob / sample' conditioner passes per layer as the library's
+    code calls the network, and beside them the passes' worth of work that executed
+    (``executed_passes``) where the two differ by more than EXECUTED_TOLERANCE."""
     p = _ok(df, "passes")
     p = p[p["op"].isin(["log_prob", "sample"])]
     if p.empty:
         return pd.DataFrame()
-    p = p.assign(per_layer=p["value"] / p["layers"])
     dim = int(p["dim"].max()) if p["dim"].nunique() == 1 else int(
         p["dim"].value_counts().idxmax())
-    p = _label(p[p["dim"] == dim], ("dim",), ("backend",), context=_measured(df))
-    t = p.pivot_table(index=["arch", "backend"], columns="op", values="per_layer",
-                      aggfunc="last")
-    cell = t.apply(lambda r: f"{r.get('log_prob', np.nan):g} / {r.get('sample', np.nan):g}",
-                   axis=1)
-    out = cell.unstack("backend").fillna("-")
+    context = _measured(df)
+
+    def per_layer(metric):
+        rows = _ok(df, metric)
+        rows = rows[rows["op"].isin(["log_prob", "sample"]) & (rows["dim"] == dim)]
+        rows = _label(rows.assign(value=rows["value"] / rows["layers"]), ("dim",),
+                      ("backend",), context=context)
+        return rows.pivot_table(index=["arch", "backend"], columns="op", values="value",
+                                aggfunc="last")
+
+    semantic, executed = per_layer("passes"), per_layer("executed_passes")
+
+    def pair(r):
+        return f"{r.get('log_prob', np.nan):g} / {r.get('sample', np.nan):g}"
+
+    def cell(key):
+        text = pair(semantic.loc[key])
+        if key in executed.index:
+            ran = executed.loc[key]
+            if any(abs(ran.get(op, np.nan) - semantic.loc[key].get(op, np.nan))
+                   > EXECUTED_TOLERANCE for op in semantic.columns):
+                text += " (ran " + " / ".join(f"{ran.get(op, np.nan):.3g}"
+                                              for op in ("log_prob", "sample")) + ")"
+        return text
+    out = pd.Series({key: cell(key) for key in semantic.index})
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["arch", "backend"])
+    out = out.unstack("backend").fillna("-")
     out.columns.name = f"dim {dim}"
     return out
+
+
+# executed and semantic passes per layer closer than this are the same count (the
+# executed one also holds small matmuls outside the conditioners: permutations, 1x1 maps)
+EXECUTED_TOLERANCE = 0.15
+PASSES_NOTE = (
+    "Passes are counted as the library's code calls the conditioner network; \"ran\" is "
+    "the work that executed, in passes' worth of conditioner FLOPs, by each framework's "
+    "counter (torch's FlopCounterMode, XLA's optimized HLO, TF graphs after grappler). "
+    "They differ where a compiler removed a repeated evaluation (TFP evaluates a layer's "
+    "network again for the log-det; XLA and grappler drop the copy), where a library's "
+    "networks are larger than the canonical one or run matmuls of their own (a monotone "
+    "MLP transformer, a bisection), or where a loop's trip count was not proved (then the "
+    "loop counted once: the counter's note says so in the results).")
 
 
 def environment_section(df) -> list[str]:
@@ -141,6 +177,15 @@ def efficiency_table(df, op, dim, batch, peak: float) -> pd.DataFrame:
     return gf.map(cell)
 
 
+def counters_text(df) -> str:
+    """Which counter measured each backend's work: 'torch-flop-counter: torch, zuko; ...'."""
+    rows = _ok(df, "gflops", "median")
+    if "counter" not in rows or rows.empty:
+        return "analytic: all"
+    by = rows.groupby(rows["counter"].fillna("analytic"))["backend"].unique()
+    return "; ".join(f"{c}: {', '.join(sorted(map(str, b)))}" for c, b in by.items())
+
+
 def timing_section(df, name: str, peak: tuple[float, str] | None) -> list[str]:
     """Per (dim, batch): a time table per op, compile times, GFLOP/s against ``peak``
     (the best measured matmul rate and whose it is)."""
@@ -167,10 +212,11 @@ def timing_section(df, name: str, peak: tuple[float, str] | None) -> list[str]:
         gf = efficiency_table(df, "log_prob", dim, batch, best[0]) if best else pd.DataFrame()
         if not gf.empty:
             above = gf.map(lambda s: "ABOVE PEAK" in s).to_numpy().any()
-            lines += [f"Conditioner GFLOP/s of `log_prob` (dim {int(dim)}, batch "
-                      f"{int(batch)}) and its share of the best measured float32 matmul "
-                      f"rate, {best[0]:.0f} GFLOP/s ({best[1]}'s; benchmarks/flops.py says "
-                      "what is counted):", "", _md(gf), ""]
+            lines += [f"GFLOP/s of `log_prob` (dim {int(dim)}, batch {int(batch)}): the "
+                      "matmul and convolution work that executed, by each framework's "
+                      f"counter ({counters_text(df)}), and its share of the best measured "
+                      f"float32 matmul rate, {best[0]:.0f} GFLOP/s ({best[1]}'s):", "",
+                      _md(gf), ""]
             if above:
                 lines += ["A share above 100% is not a fast op: the counted work exceeds what "
                           "ran (a conditioner pass counted that the compiler removed, "
