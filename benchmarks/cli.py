@@ -221,6 +221,7 @@ def write_passes(rows, out: Path, args) -> str:
 
     from . import environment
     from .passes import pass_table
+    from .report.tables import PASSES_NOTE
 
     df = pd.DataFrame(rows)
     write_atomic(out / "passes.csv", df.assign(**environment.describe()).to_csv(index=False))
@@ -230,7 +231,7 @@ def write_passes(rows, out: Path, args) -> str:
         "Each cell is `log_prob / sample`, measured (not assumed) in each backend. An "
         f"autoregressive flow pays {args.dim} passes per layer in its sequential direction; "
         "a backend above 1 in the other direction evaluates the conditioner again for "
-        "the log-det.", "", pass_table(rows).to_markdown(), "",
+        "the log-det.", "", pass_table(rows).to_markdown(), "", PASSES_NOTE, "",
         *(["## Not built", "", not_run.to_markdown(index=False), ""] if len(not_run) else []),
         f"Reproduce: `flowbench passes --dim {args.dim} --layers {args.layers}`", ""])
     write_atomic(out / "passes.md", text)

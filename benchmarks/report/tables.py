@@ -177,9 +177,11 @@ def efficiency_table(df, op, dim, batch, peak: float) -> pd.DataFrame:
     return gf.map(cell)
 
 
-def counters_text(df) -> str:
-    """Which counter measured each backend's work: 'torch-flop-counter: torch, zuko; ...'."""
+def counters_text(df, op: str) -> str:
+    """Which counter measured each backend's work of ``op``: 'torch-flop-counter: torch,
+    zuko; ...'."""
     rows = _ok(df, "gflops", "median")
+    rows = rows[rows["op"] == op]
     if "counter" not in rows or rows.empty:
         return "analytic: all"
     by = rows.groupby(rows["counter"].fillna("analytic"))["backend"].unique()
@@ -214,8 +216,9 @@ def timing_section(df, name: str, peak: tuple[float, str] | None) -> list[str]:
             above = gf.map(lambda s: "ABOVE PEAK" in s).to_numpy().any()
             lines += [f"GFLOP/s of `log_prob` (dim {int(dim)}, batch {int(batch)}): the "
                       "matmul and convolution work that executed, by each framework's "
-                      f"counter ({counters_text(df)}), and its share of the best measured "
-                      f"float32 matmul rate, {best[0]:.0f} GFLOP/s ({best[1]}'s):", "",
+                      f"counter ({counters_text(df, 'log_prob')}), and its share of the best "
+                      f"measured float32 matmul rate, {best[0]:.0f} GFLOP/s ({best[1]}'s):",
+                      "",
                       _md(gf), ""]
             if above:
                 lines += ["A share above 100% is not a fast op: the counted work exceeds what "
