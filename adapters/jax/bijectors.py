@@ -1,23 +1,22 @@
 """Canonical blocks as distrax bijectors, each oriented x -> z (forward = density direction).
 
 From distrax as shipped: ScalarAffine (additive, affine, ActNorm, NICE scale),
-RationalQuadraticSpline, LowerUpperTriangularAffine, Block, Chain, Inverse. Written here
-because distrax has no such piece: the deep sigmoidal transformer and its bisection
-inverse (the shared ``adapters/naf.py`` on the jax ops table), a MADE autoregressive layer
-with its sequential inverse, a permutation; and a coupling that transforms only its B half
+LowerUpperTriangularAffine, Block, Chain, Inverse. Written here because distrax has no
+such piece: the deep sigmoidal transformer and its bisection inverse (the shared
+``adapters/naf.py`` on the jax ops table), a MADE autoregressive layer with its
+sequential inverse, a permutation; and a coupling that transforms only its B half
 (distrax.MaskedCoupling transforms all, see SplitCoupling).
 
-distrax's RationalQuadraticSpline computes the canonical spline once its parameters are
-mapped: its minimum bin size is absolute (canonical: a fraction 1e-3 of the interval, so
-pass 2 * tail_bound * 1e-3), its knot slopes are softplus(raw + log(e^(1 - m) - 1)) + m
-(canonical: m + softplus(d), so pass raw = d - log(e^(1 - m) - 1)), and it takes K+1 slopes
-of which 'identity' boundary_slopes pins the two ends to 1 (canonical) - its default,
-'unconstrained', would learn them.
+The spline is the shared ``adapters/spline.py`` on the jax ops table, not distrax's
+RationalQuadraticSpline: distrax computes the canonical spline once its parameters are
+mapped (an absolute minimum bin size, slopes softplus(raw + log(e^(1 - m) - 1)) + m, K+1
+slopes with 'identity' boundary slopes), but at twice the cost under jit, which made the
+matched nsf and nsf-ar slower than TFP's spline on the same JAX (issue 16; spline.py has
+the numbers).
 """
 
 from __future__ import annotations
 
-import math
 
 import distrax
 import jax
@@ -27,9 +26,9 @@ import numpy as np
 from .. import canonical as C, naf
 from ..conditioner import mlp
 from ..passes import PassCounter
+from ..spline import spline
 from .ops import OPS
 
-_SLOPE_OFFSET = math.log(math.expm1(1.0 - C.MIN_DERIVATIVE))
 
 
 class DeepSigmoidal(distrax.Bijector):
@@ -46,6 +45,22 @@ class DeepSigmoidal(distrax.Bijector):
         return naf.dsf_inverse(OPS, y, self.a, self.b, self.w)
 
 
+class Spline(distrax.Bijector):
+    """The canonical rational-quadratic spline, elementwise, identity outside the bound."""
+
+    def __init__(self, theta, bins: int, bound: float):
+        super().__init__(event_ndims_in=0)
+        self.w, self.h, self.d = theta[..., :bins], theta[..., bins:2 * bins], \
+            theta[..., 2 * bins:]
+        self.bound = bound
+
+    def forward_and_log_det(self, x):
+        return spline(OPS, x, self.w, self.h, self.d, self.bound, inverse=False)
+
+    def inverse_and_log_det(self, y):
+        return spline(OPS, y, self.w, self.h, self.d, self.bound, inverse=True)
+
+
 def transformer(theta, spec) -> distrax.Bijector:
     """The scalar bijector g(.; theta) for theta (..., P), elementwise over (...)."""
     t = spec.transform
@@ -56,13 +71,7 @@ def transformer(theta, spec) -> distrax.Bijector:
         log_scale = s if spec.scale == "exp" else jax.nn.log_sigmoid(s + 2.0)
         return distrax.ScalarAffine(shift=theta[..., 0], log_scale=log_scale)
     if t == "spline":
-        K, B = spec.bins, float(spec.tail_bound)
-        pad = jnp.zeros_like(theta[..., :1])
-        params = jnp.concatenate([theta[..., :2 * K], pad, theta[..., 2 * K:] - _SLOPE_OFFSET,
-                                  pad], -1)
-        return distrax.RationalQuadraticSpline(
-            params, range_min=-B, range_max=B, boundary_slopes="identity",
-            min_bin_size=2 * B * C.MIN_BIN_SIZE, min_knot_slope=C.MIN_DERIVATIVE)
+        return Spline(theta, spec.bins, float(spec.tail_bound))
     M = spec.naf_hidden
     return DeepSigmoidal(theta[..., :M], theta[..., M:2 * M], theta[..., 2 * M:])
 

@@ -16,6 +16,9 @@ class JaxOps(Ops):
     relu = staticmethod(jax.nn.relu)
     tanh = staticmethod(jnp.tanh)
     exp = staticmethod(jnp.exp)
+    sqrt = staticmethod(jnp.sqrt)
+    clip = staticmethod(jnp.clip)
+    cumsum = staticmethod(jnp.cumsum)
     log = staticmethod(jnp.log)
     abs = staticmethod(jnp.abs)
     softplus = staticmethod(jax.nn.softplus)
@@ -34,6 +37,12 @@ class JaxOps(Ops):
 
     def take(self, a, index):
         return jnp.take(a, index, axis=0)
+
+    def take_last(self, a, index):
+        return jnp.take_along_axis(a, index[..., None], -1)[..., 0]
+
+    def softmax(self, a, axis):
+        return jax.nn.softmax(a, axis)
 
     def const(self, array):
         return jnp.asarray(np.asarray(array, np.float32))

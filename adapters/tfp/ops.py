@@ -19,6 +19,15 @@ class TFOps(Ops):
     def concat(self, parts, axis):
         return tf.concat(parts, axis)
 
+    def take_last(self, a, index):
+        return tf.gather(a, index, batch_dims=len(index.shape))
+
+    def cumsum(self, a, axis):
+        return tf.math.cumsum(a, axis)
+
+    def softmax(self, a, axis):
+        return tf.nn.softmax(a, axis)
+
     def take(self, a, index):
         return tf.gather(a, index)
 
@@ -29,6 +38,8 @@ class TFOps(Ops):
     relu = staticmethod(tf.nn.relu)
     tanh = staticmethod(tf.math.tanh)
     exp = staticmethod(tf.math.exp)
+    sqrt = staticmethod(tf.math.sqrt)
+    clip = staticmethod(tf.clip_by_value)
     log = staticmethod(tf.math.log)
     abs = staticmethod(tf.math.abs)
     softplus = staticmethod(tf.math.softplus)

@@ -25,6 +25,9 @@ class TorchOps(Ops):
     def take(self, a, index):
         return a[index]
 
+    def take_last(self, a, index):
+        return a.gather(-1, index[..., None])[..., 0]
+
     def const(self, array):
         return torch.as_tensor(np.asarray(array, np.float32), device=self.device)
 
@@ -32,6 +35,10 @@ class TorchOps(Ops):
     relu = staticmethod(torch.relu)
     tanh = staticmethod(torch.tanh)
     exp = staticmethod(torch.exp)
+    sqrt = staticmethod(torch.sqrt)
+    clip = staticmethod(torch.clamp)
+    cumsum = staticmethod(torch.cumsum)
+    softmax = staticmethod(torch.softmax)
     log = staticmethod(torch.log)
     abs = staticmethod(torch.abs)
     softplus = staticmethod(F.softplus)
