@@ -28,6 +28,7 @@ transfer lands in a timed region.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,30 @@ from .errors import (DeviceError, DTypeError, InvalidInput, NonFiniteError, Shap
                      UnsupportedOp, UnsupportedSpec)
 from .spec import FAMILIES, Spec, check_spec
 from .work import Work
+
+
+# the largest sample count and seed every framework takes: TF's shapes and stateless
+# seeds are int32
+MAX_DRAWS = 2 ** 31 - 1
+MAX_SEED = 2 ** 31 - 1
+
+
+def check_seed(seed) -> int:
+    """The one seed rule of build, sample and base_sample: an int in [0, 2**31 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInput(f"seed must be an int, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidInput(f"seed must be in [0, {MAX_SEED}] (TF's stateless seeds are "
+                           f"int32), got {seed}")
+    return int(seed)
+
+
+def _memory_bytes() -> int:
+    """Physical memory available now."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit known
+        return 2 ** 62
 
 
 @dataclass(frozen=True)
@@ -82,7 +107,8 @@ class Backend(abc.ABC):
         with train (TrainConfig() by default), run in variant (the backend's default)."""
         check_spec(spec, self.families)
         variant = self._variant(variant)
-        return self.flow_class(self, spec, int(seed), device, train or TrainConfig(), variant)
+        return self.flow_class(self, spec, check_seed(seed), device, train or TrainConfig(),
+                               variant)
 
     @abc.abstractmethod
     def version(self) -> str: ...
@@ -203,13 +229,22 @@ class Flow(abc.ABC):
         out = self._base_sample(*self._draws(n, seed))
         return out if native else self.backend.to_numpy(out)
 
-    @staticmethod
-    def _draws(n, seed) -> tuple[int, int]:
+    def _draws(self, n, seed) -> tuple[int, int]:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InvalidInput(f"sample needs a positive int n, got {n!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InvalidInput(f"seed must be an int, got {seed!r}")
-        return int(n), int(seed)
+        if n > MAX_DRAWS:  # TF's int32 shapes wrap around, jax aborts the process
+            raise InvalidInput(f"sample n={n} is above {MAX_DRAWS} (2**31 - 1), the most "
+                               f"rows every framework can index; draw in batches")
+        # the draws and the widest conditioner layer's activations, in and out, float32: a
+        # lower bound on what one call holds (an allocator failure deep in a framework, or
+        # the OOM killer, otherwise)
+        width = self.spec.dim + max(getattr(self.spec, "hidden", ()) or (0,))
+        need, free = 2 * 4 * int(n) * width, _memory_bytes()
+        if need > free:
+            raise InvalidInput(f"sample n={n} needs at least {need / 2 ** 30:.1f} GiB, more "
+                               f"than the {free / 2 ** 30:.1f} GiB of memory available; "
+                               f"draw in batches")
+        return int(n), check_seed(seed)
 
     def train_step(self, x) -> float:
         native, _ = self._accept(x, "x")

@@ -23,6 +23,8 @@ actnorm, linear ("none" | "lu"), final_scale      Glow's and NICE's extra layers
 
 from __future__ import annotations
 
+import numbers
+
 import abc
 import dataclasses
 from dataclasses import dataclass
@@ -148,12 +150,15 @@ class FlowSpec(Spec):
         for axis, default in _DEFAULTS.items():
             if getattr(self, axis) is None:
                 object.__setattr__(self, axis, preset.get(axis, default))
+        widths = (self.hidden,) if isinstance(self.hidden, (str, bytes)) else self.hidden
         try:
-            hidden = tuple(int(h) for h in self.hidden)
+            widths = tuple(widths)
         except TypeError:
-            raise SpecError(f"hidden must be a sequence of layer widths, "
-                            f"got {self.hidden!r}") from None
-        object.__setattr__(self, "hidden", hidden)
+            widths = (self.hidden,)
+        if any(isinstance(h, bool) or not isinstance(h, numbers.Integral) for h in widths):
+            raise SpecError(f"hidden must be a sequence of int layer widths, such as "
+                            f"(64, 64), got {self.hidden!r}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in widths))
         self._validate()
 
     def _validate(self):

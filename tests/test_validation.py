@@ -127,3 +127,76 @@ def test_report_of_results_where_nothing_was_measured(tmp_path):
 def test_the_results_folder_check_leaves_nothing_behind(tmp_path):
     cli.writable(tmp_path / "new")
     assert os.listdir(tmp_path / "new") == []
+
+
+# -- the Python API: typed errors that name the field, one seed rule ---------------------
+
+SPEC_CASES = {  # FlowSpec keyword -> value: each a SpecError naming the field
+    "hidden-str": ("hidden", "abc"),
+    "hidden-float": ("hidden", (1.7,)),
+    "hidden-float-int": ("hidden", (64.0,)),
+    "hidden-str-width": ("hidden", ("64",)),
+    "hidden-bool": ("hidden", (True,)),
+    "hidden-empty": ("hidden", ()),
+    "hidden-zero": ("hidden", (0,)),
+    "dim-float": ("dim", 2.0),
+    "layers-zero": ("layers", 0),
+}
+
+
+@pytest.mark.parametrize("case", list(SPEC_CASES))
+def test_a_bad_spec_field_is_a_spec_error_naming_it(case):
+    from flowbench import adapters
+    field, value = SPEC_CASES[case]
+    with pytest.raises(adapters.SpecError, match=field):
+        adapters.FlowSpec(**{"arch": "maf", "dim": 2, field: value})
+
+
+def test_spec_widths_take_numpy_ints_and_one_int():
+    import numpy as np
+
+    from flowbench import adapters
+    assert adapters.FlowSpec(arch="maf", dim=2, hidden=(np.int64(8), 4)).hidden == (8, 4)
+    assert adapters.FlowSpec(arch="maf", dim=2, hidden=16).hidden == (16,)
+
+
+SEEDS = {"negative": -1, "2**31": 2 ** 31, "2**64": 2 ** 64, "float": 1.5, "bool": True,
+         "str": "1"}
+DRAWS = {"int32 wrap": 2 ** 32 + 3, "1e12": 10 ** 12, "beyond memory": 2 * 10 ** 9,
+         "zero": 0, "float": 3.0}
+
+
+@pytest.mark.parametrize("name", ["torch", "jax", "tfp"])
+def test_one_seed_rule_and_a_sample_count_limit_in_every_entry_point(name):
+    """build, sample and base_sample refuse the same seeds; a sample count that TF would
+    wrap around (2**32 + 3 gave 3 rows), that aborted jax's process (1e12) or that cannot
+    fit in memory is refused before any framework sees it."""
+    import numpy as np
+
+    from flowbench import adapters
+
+    from .conftest import load_or_skip
+    backend = load_or_skip(name)
+    spec = adapters.FlowSpec(arch="maf", dim=2, hidden=(8,))
+    flow = backend.build(spec, seed=2 ** 31 - 1)  # the largest seed is a seed
+    for seed in SEEDS.values():
+        with pytest.raises(adapters.InvalidInput, match="seed"):
+            backend.build(spec, seed=seed)
+        for draw in (flow.sample, flow.base_sample):
+            with pytest.raises(adapters.InvalidInput, match="seed"):
+                draw(4, seed=seed)
+    for n in DRAWS.values():
+        with pytest.raises(adapters.InvalidInput, match=f"n={n}|positive int n"):
+            flow.sample(n)
+    assert flow.sample(4, seed=np.int64(2 ** 31 - 1)).shape == (4, 2)
+
+
+def test_the_int32_row_limit_holds_on_a_machine_with_memory_to_spare(monkeypatch):
+    from flowbench import adapters
+    from flowbench.adapters import base
+
+    from .conftest import load_or_skip
+    monkeypatch.setattr(base, "_memory_bytes", lambda: 2 ** 62)
+    flow = load_or_skip("torch").build(adapters.FlowSpec(arch="maf", dim=2, hidden=(8,)))
+    with pytest.raises(adapters.InvalidInput, match=r"above 2147483647 \(2\*\*31 - 1\)"):
+        flow.sample(2 ** 32 + 3)
