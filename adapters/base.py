@@ -238,7 +238,8 @@ class Flow(abc.ABC):
         # the draws and the widest conditioner layer's activations, in and out, float32: a
         # lower bound on what one call holds (an allocator failure deep in a framework, or
         # the OOM killer, otherwise)
-        width = self.spec.dim + max(getattr(self.spec, "hidden", ()) or (0,))
+        hidden = getattr(self.spec, "hidden", ())  # an image spec's is per pixel: left out
+        width = self.spec.dim + (max(hidden) if isinstance(hidden, tuple) and hidden else 0)
         need, free = 2 * 4 * int(n) * width, _memory_bytes()
         if need > free:
             raise InvalidInput(f"sample n={n} needs at least {need / 2 ** 30:.1f} GiB, more "

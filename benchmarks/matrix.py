@@ -13,7 +13,9 @@ whose cells are the union over sweeps)::
                  then test NLL and the ops timed)
     backends    names, or ["all"] (every registered backend; the unavailable ones
                  become skipped rows with the reason)
-    variants    "default" | "all" | a list of execution variant names
+    variants    "default" | "all" | a list of execution variant names | a table of
+                 backend = "default" | "all" | [names] (backends it leaves out run their
+                 default: ``{tfp = ["function", "xla"]}``)
     archs       arch presets;  dims, batches, ops, devices ("cpu", "gpu"), seeds
     layers, hidden, bins, tail_bound        the spec
     datasets, steps, train_batch, lr, clip_norm (0: off), n_train, n_val, n_test,
@@ -104,8 +106,10 @@ SCHEMA = {
     "kind": ((lambda v: v in KINDS), f"one of {', '.join(KINDS)}"),
     "backends": _names(), "archs": _names(), "datasets": _names(), "devices": _names(),
     "ops": _names(OPS),
-    "variants": ((lambda v: v in ("default", "all") or _names()[0](v)),
-                 '"default", "all" or a non-empty list of variant names'),
+    "variants": ((lambda v: _variant_choice(v) or (
+        isinstance(v, dict) and bool(v) and all(_variant_choice(c) for c in v.values()))),
+                 '"default", "all", a non-empty list of variant names, or a table of '
+                 'backend = one of those'),
     "dims": _ints(1), "batches": _ints(1), "seeds": _ints(0), "hidden": _ints(1),
     "layers": _int(1), "bins": _int(2), "tail_bound": _num(0, strict=True),
     "steps": _int(1), "train_batch": _int(1), "lr": _num(0), "clip_norm": _num(0),
@@ -221,7 +225,7 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
             info = described.get(b) or {"variants": [], "reason": f"unknown backend {b!r}; "
                                         f"known: {', '.join(adapters.names())}",
                                         "missing": {}}
-            variants = _variants(f["variants"], info)
+            variants = _variants(f["variants"], info, b)
             for variant in variants:
                 for arch in f["archs"]:
                     for device in f["devices"]:
@@ -245,7 +249,13 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
     return list(cells.values())
 
 
-def _variants(requested, info) -> list[str]:
+def _variant_choice(v) -> bool:
+    return v in ("default", "all") if isinstance(v, str) else _names()[0](v)
+
+
+def _variants(requested, info, backend: str = "") -> list[str]:
+    if isinstance(requested, dict):  # per backend; the others run their default
+        requested = requested.get(backend, "default")
     have = info["variants"] or ["default"]
     if requested == "default":
         return have[:1]
