@@ -35,10 +35,9 @@ def test_quick_run_writes_results_and_report(tmp_path, capsys):
     ent = df[df.metric == "target_entropy"]["value"]
     assert np.allclose(ent, 3.531024, atol=1e-5)
     med = df[(df.metric == "time") & (df.statistic == "median")]
-    assert set(med.op) == {"log_prob", "sample", "train_step"} and (med.value > 0).all()
+    assert set(med.op) == {"log_prob", "sample"} and (med.value > 0).all()
     passes = df[(df.metric == "passes") & (df.backend == "torch") & (df.arch == "maf")]
-    assert dict(zip(passes.op, passes.value)) == {"log_prob": 4, "sample": 8,  # 4 layers
-                                                  "train_step": 4}
+    assert dict(zip(passes.op, passes.value)) == {"log_prob": 4, "sample": 8}  # 4 layers
     assert {"git_commit", "run_id", "threads", "backend_version", "timestamp"} <= set(df)
     report = (tmp_path / "REPORT.md").read_text()
     assert "test NLL" in report and "Reproduce: `flowbench run quick`" in report

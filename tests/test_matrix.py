@@ -65,15 +65,17 @@ def test_variants_default_is_the_backends_default_and_all_is_every_one():
 
 
 def test_variants_per_backend_leave_the_others_at_their_default(tmp_path):
-    """quick's ``variants = {tfp = ["function", "xla"]}``: tfp in both, every other backend
-    in its default only, also when the command line narrows the backends (a second sweep
-    naming tfp's variants became torch/xla skipped cells under ``--backends torch``)."""
-    quick = matrix.expand(matrix.load("quick", {"backends": ["tfp", "torch", "nflows"],
-                                                "archs": ["maf"]}), DESCRIBED)
-    assert sorted((c.backend, c.variant) for c in quick) == [
+    """``variants = {tfp = ["function", "xla"]}``: tfp in both, every other backend in its
+    default only, also when the command line narrows the backends (a second sweep naming
+    tfp's variants became torch/xla skipped cells under ``--backends torch``)."""
+    path = write_matrix(tmp_path, 'kind = "time"\nbackends = ["all"]\narchs = ["maf"]\n'
+                        'variants = {tfp = ["function", "xla"]}\n')
+    both = matrix.expand(matrix.load(str(path), {"backends": ["tfp", "torch", "nflows"]}),
+                         DESCRIBED)
+    assert sorted((c.backend, c.variant) for c in both) == [
         ("nflows", "eager"), ("tfp", "function"), ("tfp", "xla"), ("torch", "eager")]
-    assert not any(c.skip for c in quick)
-    narrowed = matrix.expand(matrix.load("quick", {"backends": ["torch"]}), DESCRIBED)
+    assert not any(c.skip for c in both)
+    narrowed = matrix.expand(matrix.load(str(path), {"backends": ["torch"]}), DESCRIBED)
     assert {(c.backend, c.variant, c.skip) for c in narrowed} == {("torch", "eager", None)}
     path = write_matrix(tmp_path, 'kind = "time"\nbackends = ["torch"]\narchs = ["maf"]\n'
                         'variants = {torch = "all"}\n')
