@@ -58,21 +58,12 @@ def pass_table(rows):
     framework's counter saw other work ("(ran 1 / 8)": a compiler removed a copy)."""
     import pandas as pd
 
-    from .report.tables import EXECUTED_TOLERANCE
+    from .report.tables import passes_cells
 
     df = pd.DataFrame(rows)
     ok = df[df.status == "ok"]
     if ok.empty:
         return pd.DataFrame()
-    per, ran = (ok.pivot_table(index=["arch", "backend"], columns="op", values=v,
-                               aggfunc="first") for v in ("per_layer", "executed_per_layer"))
-
-    def cell(key):
-        r, e = per.loc[key], ran.loc[key]
-        text = f"{r['log_prob']:g} / {r['sample']:g}"
-        if ((e - r).abs() > EXECUTED_TOLERANCE).any():
-            text += f" (ran {e['log_prob']:.3g} / {e['sample']:.3g})"
-        return text
-    out = pd.Series({key: cell(key) for key in per.index})
-    out.index = pd.MultiIndex.from_tuples(out.index, names=["arch", "backend"])
-    return out.unstack("backend").fillna("-")
+    return passes_cells(*(ok.pivot_table(index=["arch", "backend"], columns="op", values=v,
+                                         aggfunc="first")
+                          for v in ("per_layer", "executed_per_layer")))

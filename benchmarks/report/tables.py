@@ -80,25 +80,27 @@ def passes_table(df) -> pd.DataFrame:
         return rows.pivot_table(index=["arch", "backend"], columns="op", values="value",
                                 aggfunc="last")
 
-    semantic, executed = per_layer("passes"), per_layer("executed_passes")
+    out = passes_cells(per_layer("passes"), per_layer("executed_passes"))
+    out.columns.name = f"dim {dim}"
+    return out
 
-    def pair(r):
-        return f"{r.get('log_prob', np.nan):g} / {r.get('sample', np.nan):g}"
 
+def passes_cells(semantic: pd.DataFrame, executed: pd.DataFrame) -> pd.DataFrame:
+    """arch x backend cells 'log_prob / sample' from (arch, backend) x op tables of passes
+    per layer, with '(ran ...)' where the executed ones differ (also ``flowbench passes``)."""
     def cell(key):
-        text = pair(semantic.loc[key])
+        said = semantic.loc[key]
+        text = f"{said.get('log_prob', np.nan):g} / {said.get('sample', np.nan):g}"
         if key in executed.index:
             ran = executed.loc[key]
-            if any(abs(ran.get(op, np.nan) - semantic.loc[key].get(op, np.nan))
-                   > EXECUTED_TOLERANCE for op in semantic.columns):
+            if any(abs(ran.get(op, np.nan) - said.get(op, np.nan)) > EXECUTED_TOLERANCE
+                   for op in semantic.columns):
                 text += " (ran " + " / ".join(f"{ran.get(op, np.nan):.3g}"
                                               for op in ("log_prob", "sample")) + ")"
         return text
-    out = pd.Series({key: cell(key) for key in semantic.index})
+    out = pd.Series({key: cell(key) for key in semantic.index}, dtype=object)
     out.index = pd.MultiIndex.from_tuples(out.index, names=["arch", "backend"])
-    out = out.unstack("backend").fillna("-")
-    out.columns.name = f"dim {dim}"
-    return out
+    return out.unstack("backend").fillna("-")
 
 
 # executed and semantic passes per layer closer than this are the same count (the
