@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from . import matrix as M
     from .report import build
-    from .runner import run_matrix
+    from .runner import Interrupted, run_matrix
 
     console = _console()
     name = args.matrix or args.preset or "quick"
@@ -89,31 +90,65 @@ def cmd_run(args) -> int:
                  "devices": [args.device] if args.device else None,
                  "timeout": args.timeout, "variants": args.variants, "jobs": args.jobs}
     m = M.load(name, overrides)
-    path = results_path(Path(args.out), m.name, args.shard)
+    executor = _executor(args, m)
+    path = store_path(Path(args.out), m.name)
     out_dir = path.parent
     writable(out_dir)  # before the slow describe step
     try:
-        summary = run_matrix(m, path, shard=args.shard, force=args.force, console=console)
+        summary = run_matrix(m, path, shard=args.shard, force=args.force,
+                             retry_failed=args.retry_failed, executor=executor,
+                             console=console)
     except StoreError as exc:
         print(f"flowbench: error: {exc}", file=sys.stderr)
         return 1
+    except (FileExistsError, FileNotFoundError) as exc:  # --out is a folder, not a store
+        raise OutputError(str(exc)) from None
+    except Interrupted as exc:
+        print(f"flowbench: interrupted ({signal.Signals(exc.signum).name}): workers ended, "
+              f"claims released; {exc.stored} cell(s) stored this run are kept in {path}, "
+              "and a rerun resumes from them", file=sys.stderr)
+        return 130
     write_atomic(out_dir / "conventions.md", summary.described["conventions"])
     report = build(out_dir)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "none run"
+    elsewhere = (f"; {summary.elsewhere} left to another run on the same store"
+                 if summary.elsewhere else "")
     console.print(f"{m.name}: {summary.cells} cells ({summary.resumed} already done; "
-                  f"{counts}); rows in {path}; report in {report}")
+                  f"{counts}{elsewhere}); rows in {path}; report in {report}")
     if m.fields["kind"] == "train":
         _print_quality(path, console)
     return 0 if not (summary.statuses.get("failed") or summary.statuses.get("timeout")) else 1
 
 
-def results_path(out: Path, name: str, shard: str | None) -> Path:
-    """--out as the user means it: a .csv names the results file, anything else the
-    folder that gets NAME.csv (NAME.shard-i-of-N.csv for a shard)."""
-    suffix = f".shard-{shard.replace('/', '-of-')}" if shard else ""
+def _executor(args, m):
+    """None (the local executor) or a DaskExecutor from the flags and [cluster] table."""
+    from .cluster import DaskExecutor, options_from
+
+    table = dict(m.cluster)
+    kind = args.executor or table.pop("executor", "local")
+    if kind == "local":
+        if args.scheduler or args.workers or args.jobqueue:
+            raise OutputError("--scheduler, --workers and --jobqueue go with --executor dask")
+        return None
+    if kind != "dask":
+        raise OutputError(f"unknown executor {kind!r}; known: local, dask")
+    fields = {k: table.pop(k, None) for k in ("scheduler", "workers", "jobqueue", "retries")}
+    given = {"scheduler": args.scheduler, "workers": args.workers, "jobqueue": args.jobqueue}
+    if any(given.values()):  # the flags choose where, whatever the file said
+        fields.update(given)
+    retries = args.retries if args.retries is not None else fields["retries"]
+    return DaskExecutor(scheduler=fields["scheduler"], workers=fields["workers"],
+                        jobqueue=fields["jobqueue"],
+                        options=options_from(args.cluster_option, table),
+                        retries=2 if retries is None else int(retries))
+
+
+def store_path(out: Path, name: str) -> Path:
+    """The matrix's results store: the folder NAME inside --out."""
     if out.suffix == ".csv":
-        return out.with_name(f"{out.stem}{suffix}.csv")
-    return out / f"{name}{suffix}.csv"
+        raise OutputError(f"--out {out}: results go into a store folder now (--out names "
+                          "the folder that holds it); `flowbench export` writes a CSV")
+    return out / name
 
 
 def writable(folder: Path) -> None:
@@ -149,8 +184,20 @@ def cmd_merge(args) -> int:
     from .results import merge
 
     df = merge(args.files, args.out)
-    print(f"merged {len(args.files)} files into {args.out}: {len(df)} rows, "
+    print(f"merged {len(args.files)} stores or files into {args.out}: {len(df)} rows, "
           f"{df['cell'].nunique() if len(df) else 0} cells")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .results import merge
+
+    out = args.out or str(Path(args.store).with_suffix(".csv"))
+    if not out.endswith(".csv"):
+        raise OutputError(f"--out {out}: export writes a .csv file")
+    df = merge([args.store], out)
+    print(f"exported {args.store}: {len(df)} rows, "
+          f"{df['cell'].nunique() if len(df) else 0} cells, to {out}")
     return 0
 
 
@@ -260,10 +307,27 @@ def main(argv=None) -> int:
     r.add_argument("--timeout", type=float, help="seconds per cell")
     r.add_argument("--shard", help="i/N: run the i-th of N slices of the matrix")
     r.add_argument("--force", action="store_true", help="measure cells already done again")
-    r.add_argument("--out", default="results")
-    g = sub.add_parser("merge", help="combine results files (shards) into one")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="measure again the cells stored as failed or timed out")
+    r.add_argument("--out", default="results",
+                   help="folder of results stores; this matrix's is OUT/NAME")
+    r.add_argument("--executor", choices=["local", "dask"],
+                   help="local subprocesses (default) or a Dask cluster")
+    r.add_argument("--scheduler", help="dask: address of a running scheduler (tcp://...)")
+    r.add_argument("--workers", type=int, help="dask: a LocalCluster of N workers here")
+    r.add_argument("--jobqueue", choices=["slurm", "pbs"],
+                   help="dask: a dask-jobqueue cluster (options: --cluster-option)")
+    r.add_argument("--cluster-option", action="append", metavar="KEY=VALUE",
+                   help="dask-jobqueue option (cores, memory, queue, walltime, jobs, gpus)")
+    r.add_argument("--retries", type=int,
+                   help="dask: times a cell whose worker died is started again (2)")
+    g = sub.add_parser("merge", help="combine results stores and CSV files into one store "
+                       "(a folder) or one CSV (--out X.csv); later inputs win")
     g.add_argument("files", nargs="+")
     g.add_argument("--out", required=True)
+    e = sub.add_parser("export", help="a results store as one tidy CSV")
+    e.add_argument("store")
+    e.add_argument("--out", help="default: STORE.csv")
     rp = sub.add_parser("report", help="results/*.csv -> results/REPORT.md and figures")
     rp.add_argument("--results", default="results")
     rp.add_argument("--out", help="default: RESULTS/REPORT.md")
@@ -296,10 +360,14 @@ def main(argv=None) -> int:
     try:
         return {"list": cmd_list, "run": cmd_run, "compile-time": cmd_compile_time,
                 "conventions": cmd_conventions, "passes": cmd_passes, "merge": cmd_merge,
+                "export": cmd_export,
                 "report": cmd_report, "gpu-check": cmd_gpu_check}[args.cmd](args)
     except (adapters.FlowbenchError, datasets.DatasetError) as exc:
         print(f"flowbench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a run (a run says more and returns 130 itself)
+        print("flowbench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ whose cells are the union over sweeps)::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowbench import adapters
@@ -147,6 +147,9 @@ class Matrix:
     source: str
     fields: dict
     sweeps: list[dict]
+    # [cluster]: where the cells run (executor, scheduler, workers, jobqueue, retries and
+    # dask-jobqueue's own options); the command line's flags win (benchmarks/cluster.py)
+    cluster: dict = field(default_factory=dict)
 
     def sweep_fields(self):
         for sweep in self.sweeps or [{}]:
@@ -172,6 +175,9 @@ def load(name_or_path: str, overrides: dict | None = None) -> Matrix:
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"{path}: not valid TOML: {exc}") from None
     sweeps = raw.pop("sweep", [])
+    cluster = raw.pop("cluster", {})
+    if not isinstance(cluster, dict):
+        raise MatrixError(f"{path}: 'cluster' must be a table ([cluster])")
     if not isinstance(sweeps, list) or not all(isinstance(s, dict) for s in sweeps):
         raise MatrixError(f"{path}: 'sweep' must be an array of tables ([[sweep]])")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -186,7 +192,8 @@ def load(name_or_path: str, overrides: dict | None = None) -> Matrix:
         _validate(table, where)
     fields = {**DEFAULTS, **raw, **overrides}
     sweeps = [{**s, **overrides} for s in sweeps]
-    m = Matrix(name=path.stem, source=str(path), fields=fields, sweeps=sweeps)
+    m = Matrix(name=path.stem, source=str(path), fields=fields, sweeps=sweeps,
+               cluster=cluster)
     for f in m.sweep_fields():
         _check(f, path)
     return m

@@ -28,6 +28,19 @@ class StoreError(OSError):
     stays, and a rerun resumes from it."""
 
 
+def writable_mode() -> int:
+    """The mode a new file gets under this process's umask (mkstemp's 0600 would hide a
+    shared results folder from the rest of a group)."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                    if x.startswith("Umask:"))
+        umask = int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)  # not thread-safe; only where /proc is missing
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename: readers (and a run killed
     mid-write) see the old file or the new one, never half of one."""
@@ -37,14 +50,24 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, writable_mode())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
-def read(path) -> pd.DataFrame:
+def read(path, problems: list | None = None) -> pd.DataFrame:
+    """The rows of a results store (a folder) or a results CSV. A store's unreadable
+    files are appended to ``problems`` (name and reason) and left out."""
     path = Path(path)
+    if path.is_dir():
+        from .store import Store
+        store = Store(path, create=False)
+        df = store.read()
+        if problems is not None:
+            problems.extend(store.problems)
+        return df
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
     return pd.read_csv(path, low_memory=False)
@@ -96,11 +119,16 @@ def done_cells(df: pd.DataFrame) -> set[str]:
 
 
 def merge(paths, out) -> pd.DataFrame:
-    """One results file from several (shards of one matrix, or runs on several machines);
-    later files win where they measured the same thing."""
+    """One store or CSV (``out`` ending in .csv) from several stores and CSV files
+    (shards, runs on several machines, results from before the store); later inputs win
+    where they measured the same thing."""
     frames = [read(p) for p in paths]
     frames = [f for f in frames if not f.empty]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     df = ordered(dedupe(df))
-    write_atomic(Path(out), df.to_csv(index=False))
+    if str(out).endswith(".csv"):
+        write_atomic(Path(out), df.to_csv(index=False))
+    else:
+        from .store import Store
+        Store(out).import_rows(df)
     return df

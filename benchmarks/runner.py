@@ -8,6 +8,7 @@ whatever it measured before), and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +29,7 @@ from . import results
 from .cell import Cell
 from .flops import LOAD_RATIO
 from .environment import describe as environment
+from .store import Store, file_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,8 @@ class RunSummary:
     statuses: dict = field(default_factory=dict)
     loaded: int = 0
     described: dict = field(default_factory=dict)
+    force: bool = False
+    elsewhere: int = 0  # cells another driver on the same store held or stored
 
 
 def new_run_id() -> str:
@@ -50,6 +54,7 @@ def new_run_id() -> str:
 
 def child_env(threads: int, cpus: tuple[int, ...] = ()) -> dict:
     env = dict(os.environ)
+    env["FLOWBENCH_PARENT_PID"] = str(os.getpid())  # the worker ends when this process does
     if cpus:
         env["FLOWBENCH_CPUS"] = ",".join(map(str, cpus))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -59,20 +64,62 @@ def child_env(threads: int, cpus: tuple[int, ...] = ()) -> dict:
     return env
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or Ctrl-C) stopped the run: its workers are ended, its claims released,
+    and what was stored stays for a rerun to resume from."""
+
+    def __init__(self, stored: int = 0, signum: int = signal.SIGINT):
+        super().__init__(stored, signum)
+        self.stored, self.signum = stored, signum
+
+
+_LIVE: set = set()  # worker processes now running, ended together on an interrupt
+_LIVE_LOCK = threading.Lock()
+_STOP = threading.Event()  # set by an interrupt: no new worker starts
+
+
+def _end(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def end_workers() -> None:
+    with _LIVE_LOCK:
+        _STOP.set()
+        for proc in list(_LIVE):
+            _end(proc)
+
+
 def _spawn(args: list[str], threads: int, timeout: float,
            cpus: tuple[int, ...] = ()) -> tuple[int | None, str]:
-    """(exit code or None on timeout, stderr tail) of a worker subprocess; on timeout the
-    whole process group is killed, threads and children included."""
+    """(exit code or None on timeout, stderr tail) of a worker subprocess; on timeout, or
+    when this call is interrupted, the whole process group is killed, threads and children
+    included (the worker also ends itself when this process dies: worker.watch_parent)."""
+    if _STOP.is_set():
+        raise Interrupted()
     proc = subprocess.Popen([sys.executable, "-m", "flowbench.benchmarks.worker", *args],
                             env=child_env(threads, cpus), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+        if _STOP.is_set():
+            _end(proc)
     try:
         _, err = proc.communicate(timeout=timeout)
         return proc.returncode, (err or "")[-2000:]
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _end(proc)
         _, err = proc.communicate()
         return None, (err or "")[-2000:]
+    except BaseException:
+        _end(proc)
+        proc.wait()
+        raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
 
 
 def describe_backends(threads: int, names=(), timeout: float = 900) -> dict:
@@ -122,9 +169,10 @@ def skipped_rows(cell: Cell) -> list[dict]:
              "unit": "", "statistic": "value", "status": "skipped", "error": cell.skip}]
 
 
-def calibration_rows(described: dict, run_id: str) -> list[dict]:
+def calibration_rows(described: dict, run_id: str, env: dict | None = None) -> list[dict]:
+    """Rows of a machine's calibration; ``env``: where it was measured (default here)."""
     cal = described["calibration"]
-    base = {**environment(), "cell": f"calibration-{run_id}", "kind": "calibration",
+    base = {**(env or environment()), "cell": f"calibration-{run_id}", "kind": "calibration",
             "threads": cal["threads"], "status": "ok", "error": "", "op": "",
             "statistic": "value"}
     rows = [{**base, "metric": "timer_overhead", "value": cal["timer_overhead_s"],
@@ -161,122 +209,226 @@ def flag_load(rows: list[dict], quiet: float | None) -> list[dict]:
     return [{**r, "loaded": loaded} for r in rows[:-1] + [ratio_row, rows[-1]]]
 
 
-class _Store:
-    """The one writer of a run's results file: rows of a finished cell are appended under
-    a lock (cells may finish side by side), stamped with the run, and counted."""
+class _Writer:
+    """The one writer of a run's rows into the store: a finished cell's rows go into its
+    own file (cells may finish side by side), stamped with the run, and counted."""
 
-    def __init__(self, out: Path, summary: RunSummary, matrix: str, force: bool, console):
-        self.out, self.summary, self.force, self.console = out, summary, force, console
+    def __init__(self, store: Store, summary: RunSummary, matrix: str, console):
+        self.store, self.summary, self.console = store, summary, console
+        self.redo: set[str] = set()  # stored cells this run measures again
         self.stamp = {"run_id": summary.run_id, "matrix": matrix}
         self.described: dict = {}
         self.lock = threading.Lock()
+        self.stopping = False  # set on an interrupt: cells ended by it are not results
 
     def stamped(self, rows: list[dict]) -> list[dict]:
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return [{**r, **self.stamp, "timestamp": now} for r in rows]
 
-    def add(self, rows: list[dict], cell: Cell | None = None) -> None:
+    def _stored(self, what: str, write) -> None:
+        try:
+            write()
+        except OSError as exc:
+            raise results.StoreError(
+                f"could not store the rows of {what} in {self.store.path}: "
+                f"{exc.strerror or exc}; the {self.summary.ran} cell(s) stored before are "
+                "kept, and a rerun resumes from them") from exc
+
+    def calibration(self, rows: list[dict], machine: str) -> None:
+        self._stored("the calibration", lambda: self.store.put_calibration(
+            self.summary.run_id, machine, self.stamped(rows)))
+
+    def add(self, rows: list[dict], cell: Cell) -> None:
+        if self.stopping:
+            return
+        self._stored(cell.name, lambda: self.store.put_cell(cell.key, self.stamped(rows)))
+        status, err = next((r["status"], r["error"]) for r in rows
+                           if r["metric"] == "status" and not r["op"])
         with self.lock:
-            replace = [cell.key] if cell is not None and self.force else ()
-            try:
-                results.append(self.out, self.stamped(rows), replace_cells=replace)
-            except OSError as exc:
-                stored = self.summary.ran
-                raise results.StoreError(
-                    f"could not store the rows of {cell.name if cell else 'the calibration'} "
-                    f"in {self.out}: {exc.strerror or exc}; the {stored} cell(s) stored "
-                    "before are kept, and a rerun resumes from them") from exc
-            if cell is None:
-                return
-            status, err = next((r["status"], r["error"]) for r in rows
-                               if r["metric"] == "status" and not r["op"])
             self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
             self.summary.ran += 1
-            if self.console is not None and status in ("failed", "timeout"):
-                self.console.print(f"[red]{cell.name} {status}[/red]: {err[:300]}")
-            if rows[0].get("loaded"):
+        if self.console is not None and status in ("failed", "timeout"):
+            self.console.print(f"[red]{cell.name} {status}[/red]: {err[:300]}")
+        if rows[0].get("loaded"):
+            with self.lock:
                 self.summary.loaded += 1
-                if self.console is not None:
-                    self.console.print(f"[yellow]{cell.name}: measured under load[/yellow] "
-                                       "(its GEMM check was below "
-                                       f"{LOAD_RATIO:.0%} of the run's calibration)")
+            if self.console is not None:
+                self.console.print(f"[yellow]{cell.name}: measured under load[/yellow] "
+                                   "(its GEMM check was below "
+                                   f"{LOAD_RATIO:.0%} of the run's calibration)")
+
+    def take(self, cell: Cell) -> bool:
+        """Claim the cell for this run; False (and counted) where another driver holds
+        it or stored it since this run listed its cells."""
+        if not self.store.claim(cell.key, lease_s=cell.timeout + 600):
+            with self.lock:
+                self.summary.elsewhere += 1
+            return False
+        if self.store.cell_path(cell.key).exists() and file_key(cell.key) not in self.redo:
+            self.store.release(cell.key)
+            with self.lock:
+                self.summary.elsewhere += 1
+            return False
+        return True
+
+    def finish(self, cell: Cell, rows: list[dict] | None) -> None:
+        """Store the cell's rows (None: it was ended by an interrupt) and release it."""
+        try:
+            if rows is not None:
+                self.add(rows, cell)
+        finally:
+            self.store.release(cell.key)
 
 
-def _describe(m: M.Matrix, store: _Store, console) -> dict:
+def _describe(m: M.Matrix, writer: _Writer, console) -> dict:
     """Load and describe the matrix's backends and calibrate the machine; the calibration
-    rows go into the results first."""
+    rows go into the store first."""
     threads = m.fields["threads"]
     if console is not None:
         console.print(f"[bold]{m.name}[/bold]: describing backends and calibrating "
                       f"({threads} threads) ...")
-    wanted = sorted({b for f in m.sweep_fields() for b in M.backend_names(f["backends"])})
-    described = describe_backends(threads, wanted)
-    store.add(calibration_rows(described, store.summary.run_id))
+    described = describe_backends(threads, wanted_backends(m))
+    writer.calibration(calibration_rows(described, writer.summary.run_id), machine())
     return described
 
 
-def _todo(m: M.Matrix, described: dict, out: Path, shard, force: bool,
-          summary: RunSummary, console) -> list[Cell]:
-    """The cells of this run (its shard) that the results file does not hold yet."""
+def wanted_backends(m: M.Matrix) -> list[str]:
+    return sorted({b for f in m.sweep_fields() for b in M.backend_names(f["backends"])})
+
+
+def machine() -> str:
+    return environment()["machine"]
+
+
+def _todo(m: M.Matrix, described: dict, writer: _Writer, shard, force: bool,
+          retry_failed: bool, console) -> list[Cell]:
+    """The cells of this run (its shard) that the store does not hold yet (with
+    ``retry_failed``, also those stored as failed or timed out)."""
+    summary, store = writer.summary, writer.store
     cells = M.shard(M.expand(m, described["backends"]), shard)
     summary.cells = len(cells)
-    done = set() if force else results.done_cells(results.read(out))
-    todo = [c for c in cells if c.key not in done]
+    done = set() if force else store.done_cells()
+    if retry_failed and done:
+        done -= {k for k, s in store.statuses().items() if s in ("failed", "timeout", "unreadable")}
+    todo = [c for c in cells if file_key(c.key) not in done]
+    writer.redo = {file_key(c.key) for c in todo} if (force or retry_failed) else set()
     summary.resumed = len(cells) - len(todo)
     if console is not None and summary.resumed:
         console.print(f"resuming: {summary.resumed} of {len(cells)} cells are already in "
-                      f"{out} (--force measures them again)")
+                      f"{store.path} (--force measures them again, --retry-failed the "
+                      "failed ones)")
     return todo
 
 
-def _execute(todo: list[Cell], m: M.Matrix, store: _Store, console, progress: bool) -> None:
+def _execute(todo: list[Cell], m: M.Matrix, writer: _Writer, console, progress: bool) -> None:
     """Each cell in its own worker subprocess, ``jobs`` at a time on disjoint CPUs;
-    skipped cells become rows without a process."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
+    skipped cells become rows without a process. An interrupt ends every worker, stores
+    nothing of the cells it cut short and releases their claims."""
     slots = cpu_slots(m.fields["jobs"], m.fields["threads"])
     free: queue.SimpleQueue = queue.SimpleQueue()
     for slot in slots:
         free.put(slot)
-    artifacts = str(Path(store.out).parent / "artifacts")
-    quiet = store.described["calibration"].get("load_check_gflops")
+    artifacts = str(writer.store.path.parent / "artifacts")
+    quiet = writer.described["calibration"].get("load_check_gflops")
+    with progress_bar(console, progress, len(todo)) as advance:
+
+        def one(cell: Cell):
+            cell = dataclasses.replace(cell, artifacts=artifacts, jobs=len(slots))
+            if not writer.take(cell):
+                return advance(None)
+            rows = None
+            try:
+                if cell.skip:
+                    rows = skipped_rows(cell)
+                else:
+                    slot = free.get()
+                    try:
+                        advance(cell, started=True)
+                        rows = flag_load(run_cell(cell, cell.timeout, slot), quiet)
+                    finally:
+                        free.put(slot)
+            finally:
+                writer.finish(cell, None if writer.stopping else rows)
+            advance(cell)
+
+        try:
+            if len(slots) == 1:
+                for cell in todo:
+                    one(cell)
+            else:
+                with ThreadPoolExecutor(len(slots)) as pool:
+                    try:
+                        list(pool.map(one, todo))
+                    except KeyboardInterrupt:
+                        writer.stopping = True
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        end_workers()
+                        raise
+        except KeyboardInterrupt:
+            writer.stopping = True
+            end_workers()
+            raise
+
+
+@contextlib.contextmanager
+def progress_bar(console, progress: bool, total: int):
+    """``advance(cell, started=False)``: a cell started (its name shown) or finished."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True,
                   disable=not progress or console is None) as bar:
-        task = bar.add_task("cells", total=len(todo))
+        task = bar.add_task("cells", total=total)
 
-        def one(cell: Cell):
-            cell = dataclasses.replace(cell, artifacts=artifacts, jobs=len(slots))
-            if cell.skip:
-                rows = skipped_rows(cell)
+        def advance(cell, started: bool = False):
+            if started:
+                bar.update(task, description=f"cell {cell.name}")
             else:
-                slot = free.get()
-                try:
-                    bar.update(task, description=f"cell {cell.name}")
-                    rows = flag_load(run_cell(cell, cell.timeout, slot), quiet)
-                finally:
-                    free.put(slot)
-            store.add(rows, cell)
-            bar.advance(task)
+                bar.advance(task)
+        yield advance
 
-        if len(slots) == 1:
-            for cell in todo:
-                one(cell)
-        else:
-            with ThreadPoolExecutor(len(slots)) as pool:
-                list(pool.map(one, todo))
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """SIGTERM becomes ``Interrupted`` in the main thread, as Ctrl-C is KeyboardInterrupt:
+    the run unwinds, ends its workers and releases its claims."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(signum, frame):
+        raise Interrupted(signum=signum)
+
+    old = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool = False,
-               console=None, progress: bool = True) -> RunSummary:
-    """Describe and calibrate, find the cells still to measure, measure them."""
-    summary = RunSummary(run_id=new_run_id(), path=Path(out))
-    store = _Store(Path(out), summary, m.name, force, console)
-    summary.described = store.described = _describe(m, store, console)
-    todo = _todo(m, summary.described, Path(out), shard, force, summary, console)
-    _execute(todo, m, store, console, progress)
+               retry_failed: bool = False, executor=None, console=None,
+               progress: bool = True) -> RunSummary:
+    """Describe and calibrate, find the cells still to measure, measure them (here, or
+    on a Dask cluster when ``executor`` is one: see ``cluster``)."""
+    summary = RunSummary(run_id=new_run_id(), path=Path(out), force=force)
+    _STOP.clear()
+    writer = _Writer(Store(out), summary, m.name, console)
+    with stop_on_sigterm():
+        try:
+            if executor is None:
+                summary.described = writer.described = _describe(m, writer, console)
+                todo = _todo(m, summary.described, writer, shard, force, retry_failed,
+                             console)
+                _execute(todo, m, writer, console, progress)
+            else:
+                executor.run(m, writer, shard=shard, force=force, retry_failed=retry_failed,
+                             progress=progress)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            raise Interrupted(stored=summary.ran, signum=signum) from None
     return summary
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -269,8 +271,25 @@ def pin_threads(n: int) -> None:
         pass
 
 
+def watch_parent(interval: float = 0.25) -> None:
+    """End this worker, and every process of its group, once the process that started it
+    is gone (a driver or Dask worker killed with SIGKILL cannot end it): no worker outlives
+    its run to load the machine under the next one. The parent's pid comes from the
+    runner, so a parent that died before this process got here is noticed too."""
+    parent = int(os.environ.get("FLOWBENCH_PARENT_PID") or os.getppid())
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="flowbench-watch-parent", daemon=True).start()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["describe"], ["cell"]) and os.getpgid(0) == os.getpid():
+        watch_parent()  # only as its own group's leader: never kill a caller's group
     if argv[:1] == ["describe"] and len(argv) >= 3:
         pin_threads(int(argv[2]))
         return describe(argv[1], int(argv[2]), argv[3:])

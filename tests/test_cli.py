@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from flowbench import adapters
-from flowbench.benchmarks import cli
+from flowbench.benchmarks import cli, results
 
 
 def test_list(capsys):
@@ -23,7 +23,7 @@ def test_quick_run_writes_results_and_report(tmp_path, capsys):
     rc = cli.main(["run", "quick", "--steps", "30", "--archs", "maf", "naf", "--batches",
                    "128", "--backends", "torch", "nflows", "--out", str(tmp_path)])
     assert rc == 0
-    df = pd.read_csv(tmp_path / "quick.csv")
+    df = results.read(tmp_path / "quick")
     cells = df[(df.metric == "status") & df.op.isna()].set_index(["backend", "arch"])
     assert cells.loc[("torch", "maf"), "status"] == "ok"
     assert cells.loc[("torch", "naf"), "status"] == "ok"

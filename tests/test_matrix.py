@@ -4,7 +4,6 @@ the report. Cells that run use tiny torch flows; the rest needs no framework."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowbench.benchmarks import flops, matrix, report, results, runner
+from flowbench.benchmarks.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,32 +155,90 @@ timeout = 120
 """
 
 
-def test_killed_run_resumes_without_losing_rows(tmp_path):
-    """Kill the runner after its first cell lands, rerun: the first cell's rows are kept
-    as they were (same run id), the rest are measured, and a third run measures nothing."""
+def _workers_of(mark: str) -> dict[int, int]:
+    """pid -> process group of every cell worker started with ``mark`` in its environment
+    (a driver's workers inherit it)."""
+    import psutil
+    found = {}
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("FLOWBENCH_TEST_MARK") == mark and \
+                    proc.cmdline()[-3:-2] == ["cell"]:
+                found[proc.pid] = os.getpgid(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _driver(path, out):
+    """A driver subprocess, marked so that its workers can be found (they inherit it)."""
+    import uuid
+    mark = uuid.uuid4().hex
+    cmd = [sys.executable, "-m", "flowbench.benchmarks.cli", "run", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "FLOWBENCH_TEST_MARK": mark})
+    return proc, mark, cmd
+
+
+def _busy_after(proc, mark, store, done: int) -> set[int]:
+    """The process groups of the driver's cell workers once ``done`` cells are stored and
+    a worker measures the next."""
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        workers = set(_workers_of(mark).values())
+        if len(Store(store).done_cells() if store.exists() else ()) >= done and workers:
+            return workers
+        time.sleep(0.1)
+    raise AssertionError(f"no cell worker seen after {done} stored cell(s)")
+
+
+def test_a_worker_ends_with_its_killed_driver(tmp_path):
+    """kill -9 of the driver while a worker measures its second cell (slow ones: 3 s per
+    op): the worker's process group is gone within 3 s, the first cell's rows stay."""
+    path = write_matrix(tmp_path, TINY.replace("min_time = 0.01", "min_time = 3.0"))
+    proc, mark, _ = _driver(path, tmp_path / "res")
+    groups = _busy_after(proc, mark, tmp_path / "res" / "tiny", 1)
+    proc.kill()  # SIGKILL to the driver alone, as the OOM killer or kill -9 would
+    proc.communicate()
+    deadline = time.time() + 3
+    while any(map(_group_alive, groups)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_group_alive, groups)), "a worker outlived its killed driver"
+    assert 1 <= len(results.done_cells(results.read(tmp_path / "res" / "tiny"))) < 3
+
+
+def test_a_terminated_run_stops_cleanly_and_resumes(tmp_path):
+    """SIGTERM once a cell is stored: exit 130, no traceback, no worker left, no claim
+    left. Rerun: the rest are measured, the stored cells not again."""
     path = write_matrix(tmp_path, TINY)
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "flowbench.benchmarks.cli", "run", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    csv = out / "tiny.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if len(results.done_cells(results.read(csv))) >= 1:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = results.read(csv)
+    store = out / "tiny"
+    proc, mark, cmd = _driver(path, out)
+    groups = _busy_after(proc, mark, store, 1)
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted (SIGTERM)" in err
+    assert not any(map(_group_alive, groups))
+    assert not list((store / "claims").iterdir())
+    first = results.read(store)
     done = results.done_cells(first)
     assert 1 <= len(done) < 3
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
-    second = results.read(csv)
+
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0
+    assert f"{len(done)} already done; {3 - len(done)} ok" in " ".join(rerun.stdout.split())
+    second = results.read(store)
     assert len(results.done_cells(second)) == 3
     kept = second[second.cell.isin(done)]
     assert set(kept.run_id) == set(first[first.cell.isin(done)].run_id)
-    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert "3 already done" in third.stdout.replace("\n", " ")
     rpt = (out / "REPORT.md").read_text()
     assert "`log_prob`, dim 2, batch 32" in rpt and "passes per layer" in rpt
 
@@ -188,8 +246,8 @@ def test_killed_run_resumes_without_losing_rows(tmp_path):
 def test_a_timed_out_cell_is_a_row_and_the_run_goes_on(tmp_path):
     m = matrix.load(str(write_matrix(tmp_path, TINY.replace("timeout = 120",
                                                             "timeout = 0.5"))))
-    summary = runner.run_matrix(m, tmp_path / "t.csv", progress=False)
-    df = results.read(tmp_path / "t.csv")
+    summary = runner.run_matrix(m, tmp_path / "t", progress=False)
+    df = results.read(tmp_path / "t")
     st = df[(df.metric == "status") & (df.kind != "calibration")]
     assert summary.statuses == {"timeout": 3} and set(st.status) == {"timeout"}
     assert st.error.str.contains("timed out after 0.5 s").all()
@@ -259,8 +317,8 @@ def test_two_jobs_run_every_cell_once(tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     m = matrix.load(str(write_matrix(tmp_path, TINY + "jobs = 2\nthreads = 1\n")))
-    summary = runner.run_matrix(m, tmp_path / "j.csv", progress=False)
-    df = results.read(tmp_path / "j.csv")
+    summary = runner.run_matrix(m, tmp_path / "j", progress=False)
+    df = results.read(tmp_path / "j")
     st = df[(df.metric == "status") & (df.kind != "calibration")]
     assert summary.statuses == {"ok": 3} and len(st) == 3 and st.cell.is_unique
     assert set(df[df.metric == "time"].jobs) == {2}

@@ -5,12 +5,17 @@ and merged, read back from CSV and appended again)."""
 from __future__ import annotations
 
 import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from flowbench.benchmarks import cli, results
 
+ROOT = Path(__file__).resolve().parent.parent
 ROW = dict(cell="a", backend="torch", op="log_prob", metric="time", statistic="median",
            batch=16, value=1.0, status="ok")
 
@@ -88,15 +93,16 @@ def _measured(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.kind != "calibration"]
 
 
-def test_batches_survive_force_and_shards_end_to_end(tmp_path):
-    """A matrix with two batch sizes run whole, then again with --force, then as two
-    shards merged: every (cell, op, batch) time is present once each way."""
+def test_batches_survive_force_and_two_drivers_share_a_store_end_to_end(tmp_path):
+    """A matrix with two batch sizes run whole, then again with --force, then by two
+    drivers started together on one store, then exported: every (cell, op, batch) time is
+    present once each way, and each cell was measured by exactly one of the drivers."""
     m = tmp_path / "tiny.toml"
     m.write_text(TWO_BATCHES)
     run = ["run", str(m)]
     whole = tmp_path / "whole"
     assert cli.main([*run, "--out", str(whole)]) == 0
-    first = _measured(results.read(whole / "tiny.csv"))
+    first = _measured(results.read(whole / "tiny"))
     want = {(arch, op, batch) for arch, op, batch in
             itertools.product(["maf", "nice"], ["log_prob", "sample"], [16, 32])}
     med = first[(first.metric == "time") & (first.statistic == "median")]
@@ -106,24 +112,32 @@ def test_batches_survive_force_and_shards_end_to_end(tmp_path):
     assert sorted(checks.statistic) == ["end", "end", "start", "start"]
     assert (checks.value > 0).all() and (first.metric == "load_ratio").sum() == 2
     assert first.loaded.notna().all()
-    cal = results.read(whole / "tiny.csv").query("kind == 'calibration'")
+    cal = results.read(whole / "tiny").query("kind == 'calibration'")
     peaks = cal[cal.metric == "gemm_peak"].set_index("source")["value"]
     assert {"numpy", "torch"} <= set(peaks.index) and (peaks > 0).all()
     assert (cal.metric == "mem_bandwidth").sum() == 1
 
     assert cli.main([*run, "--out", str(whole), "--force"]) == 0
-    forced = _measured(results.read(whole / "tiny.csv"))
+    forced = _measured(results.read(whole / "tiny"))
     assert _keys(forced) == _keys(first)
     assert forced.run_id.nunique() == 1 and set(forced.run_id) != set(first.run_id)
 
-    shards = tmp_path / "shards"
-    for i in (1, 2):
-        assert cli.main([*run, "--out", str(shards), "--shard", f"{i}/2"]) == 0
-    parts = sorted(shards.glob("tiny.shard-*.csv"))
-    assert len(parts) == 2
-    assert cli.main(["merge", *map(str, parts), "--out", str(tmp_path / "merged.csv")]) == 0
-    merged = _measured(results.read(tmp_path / "merged.csv"))
-    assert _keys(merged) == _keys(first)
+    shared = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "flowbench.benchmarks.cli", *run, "--out", str(shared)]
+    drivers = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    said = [d.communicate(timeout=600) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], said
+    together = _measured(results.read(shared / "tiny"))
+    assert _keys(together) == _keys(first)
+    assert (together.groupby("cell").run_id.nunique() == 1).all()
+    ran = sum(int(n) for out, _ in said
+              for n in re.findall(r"(\d+) ok", " ".join(out.split())))
+    assert ran == 2  # two cells, each measured once between the two drivers
+    assert not list((shared / "tiny" / "claims").iterdir())  # every claim released
+
+    assert cli.main(["export", str(shared / "tiny"), "--out", str(tmp_path / "all.csv")]) == 0
+    assert _keys(_measured(results.read(tmp_path / "all.csv"))) == _keys(first)
 
 
 @pytest.mark.parametrize("column", results.ROW_KEY)

@@ -89,13 +89,22 @@ def _matrix(tmp_path, text=BASE):
     return path
 
 
-def test_out_as_a_csv_file_is_the_results_file(tmp_path, capsys):
+def test_out_names_a_folder_of_stores_and_export_writes_the_csv(tmp_path, capsys):
     out = tmp_path / "mine" / "x.csv"
-    assert cli.main(["run", str(_matrix(tmp_path)), "--out", str(out)]) == 0
-    assert out.is_file() and (out.parent / "REPORT.md").is_file()
-    assert set(results.read(out).query("metric == 'status' and kind != 'calibration'")
+    assert cli.main(["run", str(_matrix(tmp_path)), "--out", str(out)]) == 2
+    assert "flowbench export" in capsys.readouterr().err and not out.exists()
+    folder = tmp_path / "mine"
+    assert cli.main(["run", str(_matrix(tmp_path)), "--out", str(folder)]) == 0
+    assert (folder / "m" / "STORE").is_file() and (folder / "REPORT.md").is_file()
+    assert cli.main(["export", str(folder / "m")]) == 0
+    csv = folder / "m.csv"
+    assert set(results.read(csv).query("metric == 'status' and kind != 'calibration'")
                .status) == {"ok"}
-    assert cli.main(["report", "--results", str(out)]) == 0  # a file is a results source
+    assert results.read(csv).shape == results.read(folder / "m").shape
+    assert cli.main(["report", "--results", str(csv)]) == 0  # a file is a results source
+    # the export beside its store is not read twice by the report of the folder
+    assert cli.main(["report", "--results", str(folder)]) == 0
+    assert "from m in" in (folder / "REPORT.md").read_text()
 
 
 def test_sweep_timeout_is_honoured_and_a_run_where_every_cell_fails_exits_1(tmp_path,
@@ -103,7 +112,7 @@ def test_sweep_timeout_is_honoured_and_a_run_where_every_cell_fails_exits_1(tmp_
     text = BASE + "timeout = 120\n[[sweep]]\ntimeout = 0.5\n"
     out = tmp_path / "out"
     assert cli.main(["run", str(_matrix(tmp_path, text)), "--out", str(out)]) == 1
-    df = results.read(out / "m.csv")
+    df = results.read(out / "m")
     st = df[(df.metric == "status") & (df.kind != "calibration")]
     assert list(st.status) == ["timeout"] and "after 0.5 s" in st.error.iloc[0]
     report = (out / "REPORT.md").read_text()

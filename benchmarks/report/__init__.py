@@ -9,6 +9,7 @@ measured in, and the command that reproduces them. ``frame`` reads and labels th
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,14 @@ __all__ = ["best_peak", "build", "efficiency_table", "environment_section",
            "timing_section", "_label", "_spread_table"]
 
 
+def unreadable_section(problems: list[str]) -> list[str]:
+    if not problems:
+        return []
+    return ["## Files left out", "", "These files in the results folder could not be read "
+            "as flowbench results and are not in any table above:", "",
+            *[f"- {p}" for p in problems], ""]
+
+
 def build(results_dir="results", out: str | None = None) -> Path:
     """REPORT.md (and figures beside it) from a results folder, or from one results file
     (the report then goes beside that file)."""
@@ -34,6 +43,8 @@ def build(results_dir="results", out: str | None = None) -> Path:
     folder = results_dir.parent if results_dir.is_file() else results_dir
     out_path = Path(out) if out else folder / "REPORT.md"
     df = load_results(results_dir)
+    for problem in df.attrs.get("unreadable", []):
+        print(f"flowbench report: left out {problem}", file=sys.stderr)
     lines = ["# flowbench report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from "
              f"{', '.join(sorted(df['file'].unique())) if len(df) else 'no results'} in "
@@ -42,14 +53,20 @@ def build(results_dir="results", out: str | None = None) -> Path:
              "device before timing.", ""]
     if df.empty:
         write_atomic(out_path, "\n".join(lines + ["No results yet: run `flowbench run "
-                                                  "quick` first.", ""]))
+                                                  "quick` first.", ""]
+                                          + unreadable_section(df.attrs.get("unreadable", []))))
         return out_path
     lines += environment_section(df)
-    peak = best_peak(df[df["kind"] == "calibration"])
     lines += quality_section(df, out_path.parent)
     timing = df[df["kind"].isin(["time", "train"])]
-    for name, g in timing.groupby("matrix", sort=False):
-        lines += [f"## Matrix `{name}`", "",
+    machines = df["machine"].astype(object).where(df["machine"].notna(), "?").astype(str)
+    several = machines[timing.index].nunique() > 1
+    # one section per machine where a matrix ran on several: no table, ratio or
+    # efficiency ever compares times (or a peak) measured on two machines
+    for (name, machine), g in timing.groupby(["matrix", machines[timing.index]], sort=False):
+        peak = best_peak(df[(df["kind"] == "calibration") & (machines == machine)])
+        where = f" on `{machine}`" if several else ""
+        lines += [f"## Matrix `{name}`{where}", "",
                   f"Reproduce: `flowbench run {name}` then `flowbench report`.", ""]
         dims, batches = g["dim"].nunique(), g["batch"].nunique()
         if dims > 2 or batches > 2:
@@ -75,5 +92,6 @@ def build(results_dir="results", out: str | None = None) -> Path:
         lines += [text, ""]
     lines += loaded_section(df)
     lines += problems_section(df)
+    lines += unreadable_section(df.attrs.get("unreadable", []))
     write_atomic(out_path, "\n".join(lines))
     return out_path

@@ -12,6 +12,7 @@ import pandas as pd
 from flowbench import adapters
 
 from ..results import COLUMNS, read
+from ..store import is_store
 
 
 TIDY = {"metric", "status", "cell", "value"}
@@ -24,14 +25,28 @@ def framework(backend: str) -> str:
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
-    """Every tidy results file of a folder (or the one file given) as one frame with every
-    column of ``results.COLUMNS`` (a file in which nothing was measured lacks some), the
-    file's name in ``file`` and the table column label in ``column``."""
+    """Every results store (a folder with a STORE file) and tidy results CSV of a folder
+    (or the one store or file given) as one frame with every column of
+    ``results.COLUMNS`` (a file in which nothing was measured lacks some), the source's
+    name in ``file`` and the table column label in ``column``. Files that cannot be read
+    are listed in ``df.attrs["unreadable"]`` with the reason, and left out whole."""
     results_dir = Path(results_dir)
-    paths = [results_dir] if results_dir.is_file() else sorted(results_dir.glob("*.csv"))
-    frames = []
+    if results_dir.is_file() or is_store(results_dir):
+        paths = [results_dir]
+    else:
+        stores = [p for p in results_dir.iterdir() if is_store(p)] \
+            if results_dir.is_dir() else []
+        # NAME.csv beside the store NAME is its export (`flowbench export`): read once
+        exports = {p.with_suffix(".csv") for p in stores}
+        paths = sorted([*(p for p in results_dir.glob("*.csv") if p not in exports),
+                        *stores])
+    frames, unreadable = [], []
     for path in paths:
-        df = read(path)
+        try:
+            df = read(path, problems=unreadable)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError too
+            unreadable.append(f"{path}: {type(exc).__name__}: {str(exc).strip()[:200]}")
+            continue
         if df.empty or not TIDY <= set(df.columns):
             continue  # passes.csv, compile_time.csv: tables of their own commands
         if "matrix" not in df:
@@ -39,12 +54,15 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         df["file"] = path.name
         frames.append(df)
     if not frames:
-        return pd.DataFrame()
+        empty = pd.DataFrame()
+        empty.attrs["unreadable"] = unreadable
+        return empty
     df = pd.concat(frames, ignore_index=True)
     df = df.reindex(columns=list(dict.fromkeys([*COLUMNS, *df.columns])))
     df["column"] = np.where(df["variant"].fillna("").astype(str).isin(["", "eager", "jit"]),
                             df["backend"].astype(str),
                             df["backend"].astype(str) + "/" + df["variant"].astype(str))
+    df.attrs["unreadable"] = unreadable
     return df
 
 
