@@ -12,7 +12,8 @@ from pathlib import Path
 from flowbench import adapters
 from flowbench import datasets
 
-from .results import StoreError, write_atomic
+from .results import StoreError
+from .tidy import write_atomic
 
 
 class OutputError(adapters.FlowbenchError):

@@ -60,6 +60,7 @@ class DaskExecutor:
     jobqueue: str | None = None
     options: dict = dataclasses.field(default_factory=dict)
     retries: int = 2
+    connect_timeout: float = 20.0
 
     def __post_init__(self):
         given = [x for x in (self.scheduler, self.workers, self.jobqueue) if x]
@@ -84,7 +85,7 @@ class DaskExecutor:
         dask.config.set({"distributed.scheduler.allowed-failures": self.retries})
         if self.scheduler:
             try:
-                return Client(self.scheduler, timeout="20s"), None
+                return Client(self.scheduler, timeout=self.connect_timeout), None
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"cannot reach the Dask scheduler at {self.scheduler}: "
                                    f"{exc}") from None
@@ -98,10 +99,16 @@ class DaskExecutor:
         return Client(cluster), cluster
 
     def slots(self, m: M.Matrix) -> list[tuple[int, ...]]:
-        if not self.workers:
-            return []  # other machines: their own workers' CPUs, unknown here
+        """Disjoint CPU sets for a LocalCluster's workers where they fit; otherwise none
+        (other machines' CPUs are unknown here; too few CPUs: cells share cores, and
+        their load flags say so)."""
         from .runner import cpu_slots
-        return cpu_slots(self.workers, m.fields["threads"]) if self.workers > 1 else []
+        if not self.workers or self.workers == 1:
+            return []
+        try:
+            return cpu_slots(self.workers, m.fields["threads"])
+        except M.MatrixError:
+            return []
 
     def run(self, m: M.Matrix, writer, *, shard, force: bool, retry_failed: bool,
             progress: bool) -> None:

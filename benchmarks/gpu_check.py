@@ -24,7 +24,7 @@ from flowbench.adapters import canonical as C
 
 from . import matrix as M
 from .report import build
-from .results import write_atomic
+from .tidy import write_atomic
 from .runner import run_matrix
 
 NO_GPU = 3

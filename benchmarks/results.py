@@ -1,24 +1,20 @@
-"""Results files: tidy rows in CSV, written atomically, read back to resume and merged.
+"""Reading results, wherever they are (a results store, see ``store``, or a tidy CSV:
+an export, or a file from before the store), and merging them into one store or CSV.
 
-One row is one measurement (see ``COLUMNS`` for the fields every row carries). A cell is
-done once its ``status`` row is in the file; a run killed midway lost at most the cell it
-was running, and a rerun picks up from there.
+One row is one measurement (see ``tidy.COLUMNS`` for the fields every row carries); a later
+row with the same ``ROW_KEY`` replaces an earlier one.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
-           "backend_version", "variant", "kind", "arch", "transform", "conditioner",
-           "direction", "dim", "layers", "hidden", "bins", "dataset", "batch", "op", "metric",
-           "value", "unit", "statistic", "repeats", "passes", "threads", "seed", "status",
-           "error", "cell", "source", "counter", "note"]
+from .store import Store
+from .tidy import COLUMNS, ordered, write_atomic
+
 # one measurement: a later row with the same key replaces an earlier one (--force, merge)
 ROW_KEY = ["cell", "backend", "op", "metric", "statistic", "batch", "step", "source"]
 
@@ -28,41 +24,11 @@ class StoreError(OSError):
     stays, and a rerun resumes from it."""
 
 
-def writable_mode() -> int:
-    """The mode a new file gets under this process's umask (mkstemp's 0600 would hide a
-    shared results folder from the rest of a group)."""
-    try:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines()
-                    if x.startswith("Umask:"))
-        umask = int(line.split()[1], 8)
-    except (OSError, StopIteration, ValueError):
-        umask = os.umask(0o022)  # not thread-safe; only where /proc is missing
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers (and a run killed
-    mid-write) see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, writable_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def read(path, problems: list | None = None) -> pd.DataFrame:
     """The rows of a results store (a folder) or a results CSV. A store's unreadable
     files are appended to ``problems`` (name and reason) and left out."""
     path = Path(path)
     if path.is_dir():
-        from .store import Store
         store = Store(path, create=False)
         df = store.read()
         if problems is not None:
@@ -71,11 +37,6 @@ def read(path, problems: list | None = None) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
     return pd.read_csv(path, low_memory=False)
-
-
-def ordered(df: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in COLUMNS if c in df] + sorted(c for c in df if c not in COLUMNS)
-    return df[cols]
 
 
 def _key_text(col: pd.Series) -> pd.Series:
@@ -129,6 +90,5 @@ def merge(paths, out) -> pd.DataFrame:
     if str(out).endswith(".csv"):
         write_atomic(Path(out), df.to_csv(index=False))
     else:
-        from .store import Store
         Store(out).import_rows(df)
     return df

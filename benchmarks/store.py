@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .results import COLUMNS, ordered, write_atomic, writable_mode
+from .tidy import COLUMNS, ordered, writable_mode, write_atomic
 
 MARK = "STORE"
 LAYOUT = "flowbench-store 1"
@@ -253,7 +253,8 @@ class Store:
         if not tables:
             return pd.DataFrame(columns=COLUMNS)
         df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-        return ordered(df.replace({None: np.nan}))
+        # as a CSV reads back: a missing or empty text is NaN, whichever way it was stored
+        return ordered(df.replace({None: np.nan, "": np.nan}))
 
     def statuses(self) -> dict[str, str]:
         """``file_key`` -> status of each stored cell ("unreadable" for a damaged file:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..results import write_atomic
+from ..tidy import write_atomic
 from .frame import _label, framework, load_results
 from .quality import _spread_table, quality_section
 from .tables import (best_peak, efficiency_table, environment_section, fastest_by_framework,
