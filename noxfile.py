@@ -67,7 +67,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def quick(session: nox.Session) -> None:
     """The main job: every available backend x arch preset, briefly trained on Eq. 39;
-    results/quick.csv and results/REPORT.md."""
+    the store results/quick/ and results/REPORT.md."""
     run(session, "flowbench", "run", "quick", *session.posargs)
 
 
@@ -80,7 +80,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """results/*.csv -> results/REPORT.md and its figures."""
+    """results/ (stores and CSVs) -> results/REPORT.md and its figures."""
     run(session, "flowbench", "report", *session.posargs)
 
 

@@ -329,7 +329,8 @@ def main(argv=None) -> int:
     e = sub.add_parser("export", help="a results store as one tidy CSV")
     e.add_argument("store")
     e.add_argument("--out", help="default: STORE.csv")
-    rp = sub.add_parser("report", help="results/*.csv -> results/REPORT.md and figures")
+    rp = sub.add_parser("report",
+                        help="results/ (stores and CSVs) -> results/REPORT.md and figures")
     rp.add_argument("--results", default="results")
     rp.add_argument("--out", help="default: RESULTS/REPORT.md")
     c = sub.add_parser("compile-time", help="first-call (compile) time of every op over dims")

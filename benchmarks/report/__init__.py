@@ -1,4 +1,4 @@
-"""``flowbench report``: results/*.csv -> results/REPORT.md and figures beside it.
+"""``flowbench report``: results/ (stores and CSVs) -> results/REPORT.md and figures beside it.
 
 Tables are pivots of the tidy rows: medians with their IQR, the ratio to the fastest
 backend in the same row, the sequential passes beside the time, the environment they were

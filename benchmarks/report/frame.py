@@ -59,7 +59,8 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         return empty
     df = pd.concat(frames, ignore_index=True)
     df = df.reindex(columns=list(dict.fromkeys([*COLUMNS, *df.columns])))
-    df["column"] = np.where(df["variant"].fillna("").astype(str).isin(["", "eager", "jit"]),
+    variant = df["variant"].astype(object).where(df["variant"].notna(), "")
+    df["column"] = np.where(variant.astype(str).isin(["", "eager", "jit"]),
                             df["backend"].astype(str),
                             df["backend"].astype(str) + "/" + df["variant"].astype(str))
     df.attrs["unreadable"] = unreadable

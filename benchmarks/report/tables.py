@@ -150,9 +150,9 @@ def roofline_table(cal: pd.DataFrame) -> pd.DataFrame:
     rows = cal[cal["metric"].isin(["gemm_peak", "mem_bandwidth"]) & (cal["status"] == "ok")]
     if rows.empty or "source" not in rows:
         return pd.DataFrame()
+    source = rows["source"].astype(object).where(rows["source"].notna(), "numpy")
     rows = rows.assign(what=np.where(rows["metric"] == "gemm_peak",
-                                     rows["source"].fillna("numpy").astype(str) + " GFLOP/s",
-                                     "memory GB/s"))
+                                     source.astype(str) + " GFLOP/s", "memory GB/s"))
     return rows.pivot_table(index="run_id", columns="what", values="value", aggfunc="max")
 
 
