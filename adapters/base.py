@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .canonical import FIXED
+from .canonical import FIXED, overflow_is_minus_inf
 from .errors import (DeviceError, DTypeError, InvalidInput, NonFiniteError, ShapeError,
                      UnsupportedOp, UnsupportedSpec)
 from .spec import FAMILIES, Spec, check_spec
@@ -205,8 +205,13 @@ class Flow(abc.ABC):
 
     # --- public contract --------------------------------------------------------------
     def log_prob(self, x):
+        """log q(x) per row. For finite x, as numpy: a float, or -inf where the flow's
+        float arithmetic overflowed on the way (the density underflows there); never NaN
+        (``overflow_is_minus_inf``). A native result is the framework's own (the timed
+        path adds no op), NaN included."""
         native, was_numpy = self._accept(x, "x")
-        return self._give(self._log_prob(native), was_numpy)
+        out = self._give(self._log_prob(native), was_numpy)
+        return overflow_is_minus_inf(out) if was_numpy else out
 
     def inverse(self, x):
         native, was_numpy = self._accept(x, "x")

@@ -313,3 +313,12 @@ def actnorm_init(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u = np.asarray(u, np.float64)
     return (u.mean(0).astype(np.float32),
             np.log(u.std(0) + ACTNORM_EPS).astype(np.float32))
+
+
+def overflow_is_minus_inf(log_density: np.ndarray) -> np.ndarray:
+    """The tails contract of ``log_prob``: NaN from finite input only arises from inf - inf
+    or 0 * inf after an overflow (a latent or a scale beyond float range, where the true
+    log-density is below what the dtype holds), so it is -inf; TFP's bijectors already
+    give -inf there, torch and jax NaN. Every backend, peer and the float64 reference
+    keep this one rule, so a far-tail row reads the same everywhere."""
+    return np.where(np.isnan(log_density), -np.inf, log_density)

@@ -144,6 +144,14 @@ def evaluate(flow, backend, ds, cell: Cell, rows, std: Standardizer) -> None:
     pictures = bool(cell.artifacts) and cell.quality and ds.dim == 2
     if not pictures:
         save_log_density(cell, lp)
+    # overflow is a result: counted, and the NLL is +inf rather than a mean of the rest
+    overflowed = int(np.isneginf(lp).sum())
+    rows.add("overflowed_log_prob", overflowed, "count", statistic="value", n_used=len(lp))
+    if overflowed:
+        rows.add("test_nll", float("inf"), "nats", statistic="mean",
+                 note=f"{overflowed} of {len(lp)} test rows have log q = -inf: the flow's "
+                      "float arithmetic overflowed there; no quality metric follows")
+        return
     res = metrics.nll(lp, ds.dim)
     rows.add("test_nll", res["nll"], "nats", statistic="mean", stderr=res["stderr"])
     rows.add("test_nll_per_dim", res["nll_per_dim"], "nats", statistic="mean",

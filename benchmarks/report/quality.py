@@ -69,6 +69,18 @@ def _with_reference(g, metrics: list[str], ref_col: str) -> pd.DataFrame:
     return out
 
 
+def overflow_lines(ok) -> list[str]:
+    """Cells whose flow overflowed on test rows (log q = -inf): their NLL is +inf, and
+    how many rows did it is said, never averaged away."""
+    over = _ok(ok, "overflowed_log_prob")
+    over = over[over["value"] > 0]
+    if over.empty:
+        return []
+    return ["Overflow (log q = -inf on test rows, so the NLL above is inf): " + "; ".join(
+        f"{r.column} {r.arch} seed {int(r.seed) if r.seed == r.seed else '?'}: "
+        f"{int(r.value)} of {int(r.n_used)} rows" for r in over.itertuples()), ""]
+
+
 def quality_section(df, out_dir: Path) -> list[str]:
     tr = df[df["kind"] == "train"]
     nll = _ok(tr, "test_nll")
@@ -90,6 +102,7 @@ def quality_section(df, out_dir: Path) -> list[str]:
             lines += [f"Adam steps run: {int(steps.min())} to {int(steps.max())} "
                       "(early stopping on validation NLL where the matrix sets patience)."]
         lines += ["", t.fillna("").to_markdown(), ""]
+        lines += overflow_lines(ok)
         lines += paired_section(ok, out_dir / "artifacts", ds)
         spread = _spread_table(_ok(ok, "test_nll"))
         if len(spread):
