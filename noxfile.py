@@ -61,7 +61,11 @@ def tests(session: nox.Session) -> None:
     each worker holds all three frameworks, about 4-6 GB, so more workers need more RAM.
     """
     workers = os.environ.get("FLOWBENCH_TEST_WORKERS", "2")
-    run(session, "python", "-m", "pytest", "-n", workers, *(session.posargs or ["-q"]))
+    # worksteal: an idle worker takes queued tests from the busy one, so the run does not
+    # end on one worker draining a queue of slow (compiling) tests while the other waits
+    dist = ["--dist", "worksteal"] if workers != "0" else []
+    run(session, "python", "-m", "pytest", "-n", workers, *dist,
+        *(session.posargs or ["-q"]))
 
 
 @nox.session

@@ -218,6 +218,8 @@ def jobqueue_cluster(kind: str, options: dict):
         if kind == "pbs":
             opts.setdefault("resource_spec",
                             f"select=1:ncpus={opts['cores']}:ngpus={gpus}:mem={opts['memory']}")
+    # a free port for the dashboard: 8787 is often taken on a shared login node
+    opts.setdefault("scheduler_options", {"dashboard_address": ":0"})
     cls = SLURMCluster if kind == "slurm" else PBSCluster
     return cls(worker_extra_args=extra_args, job_extra_directives=directives, **opts)
 

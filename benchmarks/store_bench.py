@@ -5,7 +5,7 @@
 
 Medians over the 9 cells around each point (cells 6-14, and 9,996-10,004); the CSV file
 the runner wrote before the store rewrote every stored row per cell, and its 10th and
-1,000th cells are timed beside it for comparison (--csv-cells 0 leaves that out).
+500th cells are timed beside it for comparison (--csv-cells 0 leaves that out).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flowbench.benchmarks.store_bench")
     p.add_argument("--cells", type=int, default=10_000)
     p.add_argument("--rows", type=int, default=47)
-    p.add_argument("--csv-cells", type=int, default=1_000)
+    p.add_argument("--csv-cells", type=int, default=500)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store, times = Store(Path(tmp) / "bench"), {}

@@ -34,7 +34,9 @@ def _running_task(client, prefix: str):
 
 def test_smoke_on_a_local_cluster_matches_the_local_executor_through_a_killed_worker(
         tmp_path):
-    m = matrix.load("smoke", {"threads": 1})
+    # torch and jax: the executor is under test here, not TF (tfp's smoke cell adds a
+    # TensorFlow import to every describe and cell, 15 s of CI for nothing new)
+    m = matrix.load("smoke", {"threads": 1, "backends": ["torch", "jax"]})
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None, silence_logs=50) as lc, \
@@ -70,7 +72,7 @@ def test_smoke_on_a_local_cluster_matches_the_local_executor_through_a_killed_wo
     for cell in failed:
         assert rows[(rows.cell == cell) & (rows.metric == "status")].error.str.contains(
             "Dask worker").all()
-    assert summary.ran == 3 and sum(summary.statuses.values()) == 3
+    assert summary.ran == 2 and sum(summary.statuses.values()) == 2
     cal = rows[rows.kind == "calibration"]
     assert cal.machine.notna().all() and cal.run_id.nunique() == 1
     assert not list((tmp_path / "dask" / "claims").iterdir())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowbench.benchmarks import flops, matrix, report, results, runner
-from flowbench.benchmarks.store import Store
+from flowbench.benchmarks.store import Store, file_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -377,3 +377,23 @@ def test_report_marks_loaded_cells_and_few_repeats(tmp_path):
     text = "\n".join(report.loaded_section(df))
     assert "Cells measured under load" in text and "| jax " in text and "0.40" in text
     assert "torch" not in text.split("GEMM check / calibration")[1]
+
+
+def test_retry_failed_measures_only_the_failed_and_unreadable_cells(tmp_path):
+    """A store holding one ok, one failed and one damaged cell: all three are done for a
+    plain rerun; --retry-failed measures the failed and the damaged one, keeps the ok one."""
+    m = matrix.load(str(write_matrix(tmp_path, TINY)))
+    cells = matrix.expand(m, DESCRIBED)
+    store = Store(tmp_path / "s")
+    for cell, status in zip(cells, ("ok", "failed", "ok")):
+        store.put_cell(cell.key, [{**runner._cell_fields(cell), "op": "", "metric": "status",
+                                   "status": status, "error": "", "run_id": "old"}])
+    store.cell_path(cells[2].key).write_bytes(b"PAR1 damaged")
+    # without --retry-failed every cell is done (a plain rerun measures none)
+    assert {file_key(c.key) for c in cells} == store.done_cells()
+    summary = runner.run_matrix(m, store.path, retry_failed=True, progress=False)
+    assert summary.ran == 2 and summary.resumed == 1 and summary.statuses == {"ok": 2}
+    df = results.read(store.path)
+    st = df[(df.metric == "status") & (df.kind != "calibration")].set_index("cell")
+    assert st.loc[cells[0].key, "run_id"] == "old"
+    assert set(st.loc[[cells[1].key, cells[2].key], "run_id"]) == {summary.run_id}

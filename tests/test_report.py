@@ -538,3 +538,27 @@ def test_paired_section_reference_is_the_first_matched_backend(tmp_path):
                                              tmp_path / "artifacts", "eq39"))
     t = md_table(text, PAIRED)[0]
     assert t["torch"] == "reference" and t["torch/compile"] == "+0.0000 ±0.0000 (n.s.)"
+
+
+def test_a_matrix_measured_on_two_machines_gets_a_section_per_machine(tmp_path):
+    """torch is faster on box1, zuko on box2: every ratio and the fastest-peer table
+    compare times of one machine only."""
+    rows = (_calibration("r1", 100.0, 1.4e-7, "box1") + _calibration("r2", 50.0, 1.4e-7, "box2")
+            + timed(1e-3, 1e-4, machine="box1") + timed(3e-3, 1e-4, backend="zuko",
+                                                        machine="box1")
+            + timed(8e-3, 1e-4, machine="box2", run_id="r2")
+            + timed(2e-3, 1e-4, backend="zuko", machine="box2", run_id="r2"))
+    for r in rows:
+        r["matrix"] = "standard"
+    pd.DataFrame(rows).to_csv(tmp_path / "standard.csv", index=False)
+    text = report.build(tmp_path).read_text()
+    one, two = text.split("## Matrix `standard` on `box1`")[1].split(
+        "## Matrix `standard` on `box2`")
+    t1 = {r["arch"]: r for r in md_table(one, "### `log_prob`, dim 2, batch 256")}
+    t2 = {r["arch"]: r for r in md_table(two, "### `log_prob`, dim 2, batch 256")}
+    assert t1["maf"] == {"arch": "maf", "torch": "1 ±0.1 (x1)", "zuko": "3 ±0.1 (x3)"}
+    assert t2["maf"] == {"arch": "maf", "torch": "8 ±0.1 (x4)", "zuko": "2 ±0.1 (x1)"}
+    fast2 = md_table(two, "### Fastest matched variant against the fastest peer, per "
+                          "framework")
+    assert [(r["matched"], r["peer"], r["matched / peer"]) for r in fast2] == [
+        ("torch", "zuko", "4")]
