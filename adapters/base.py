@@ -228,6 +228,26 @@ class Flow(abc.ABC):
         out = self._sample(*self._draws(n, seed))
         return out if native else self.backend.to_numpy(out)
 
+    def sample_and_log_prob(self, n: int, seed: int = 0, native: bool = False):
+        """``(x, log q(x))`` of n draws, from one pass in the sampling direction: the base
+        draws z of ``base_sample(n, seed)``, x = forward(z), and log q(x) = log p(z) -
+        log|det dx/dz|, with no pass back through the inverse (IAF: one conditioner pass
+        per layer; MAF: dim). x equals ``sample(n, seed)``; log q follows the tails rule
+        of ``log_prob`` as numpy."""
+        x, lp = self._sample_and_log_prob(*self._draws(n, seed))
+        if native:
+            return x, lp
+        return self.backend.to_numpy(x), overflow_is_minus_inf(self.backend.to_numpy(lp))
+
+    def _sample_and_log_prob(self, n: int, seed: int):
+        from . import REGISTRY
+        from .ops import base_log_prob, for_framework
+
+        z = self._base_sample(n, seed)
+        x, logdet = self._forward(z)
+        ops = for_framework(REGISTRY[self.backend.name].needs[0])
+        return x, base_log_prob(ops, z, getattr(self.spec, "base", "normal")) - logdet
+
     def base_sample(self, n: int, seed: int = 0, native: bool = False):
         """The n base-distribution draws that ``sample(n, seed)`` pushes through
         ``forward``: sample(n, seed) == forward(base_sample(n, seed))[0]."""

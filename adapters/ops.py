@@ -61,3 +61,23 @@ class Ops:
         scalar array) is true or ``limit`` steps have run; returns the final state, a
         tuple. No gradient flows through the loop."""
         ...
+
+
+# the op table of each framework, by the module a backend's registry entry needs first
+FRAMEWORK_OPS = {"torch": "flowbench.adapters.torch.ops", "jax": "flowbench.adapters.jax.ops",
+                 "tensorflow": "flowbench.adapters.tfp.ops"}
+
+
+def for_framework(framework: str) -> "Ops":
+    import importlib
+    return importlib.import_module(FRAMEWORK_OPS[framework]).OPS
+
+
+def base_log_prob(ops: "Ops", z, base: str):
+    """log p(z) per row of the factorised base: standard normal or standard logistic
+    (the reference's formulas, over a framework's table)."""
+    if base == "normal":
+        per = -0.5 * z * z - 0.5 * float(np.log(2 * np.pi))
+    else:
+        per = -z - 2.0 * ops.softplus(-z)
+    return ops.sum(per, 1)

@@ -45,7 +45,7 @@ from flowbench.datasets.images import IMAGE_NAMES
 from .cell import Cell
 
 PRESET_DIR = Path(__file__).resolve().parent / "matrices"
-OPS = ("log_prob", "inverse", "forward", "sample", "train_step")
+OPS = ("log_prob", "inverse", "forward", "sample", "sample_and_log_prob", "train_step")
 KINDS = ("time", "train")
 
 DEFAULTS = {

@@ -57,4 +57,5 @@ def op_calls(flow, x, seed: int = 0) -> dict:
             "inverse": lambda: flow._inverse(fresh(x)),
             "forward": lambda: flow._forward(fresh(x)),
             "sample": lambda: flow._sample(n, seed),
+            "sample_and_log_prob": lambda: flow._sample_and_log_prob(n, seed),
             "train_step": lambda: flow._train_step(fresh(x))}

@@ -73,6 +73,8 @@ def test_smoke_on_a_local_cluster_matches_the_local_executor_through_a_killed_wo
         assert rows[(rows.cell == cell) & (rows.metric == "status")].error.str.contains(
             "Dask worker").all()
     assert summary.ran == 2 and sum(summary.statuses.values()) == 2
+    timed = rows[(rows.metric == "time") & (rows.statistic == "median")]
+    assert "sample_and_log_prob" in set(timed.op)  # every smoke op, this one too
     cal = rows[rows.kind == "calibration"]
     assert cal.machine.notna().all() and cal.run_id.nunique() == 1
     assert not list((tmp_path / "dask" / "claims").iterdir())

@@ -11,7 +11,7 @@ from ..spec import PRESETS, FlowSpec, check_spec
 
 # protocol op -> the method a torch or jax peer backend names it by
 LIBRARY_OPS = {"log_prob": "log_prob", "inverse": "to_latent", "forward": "to_data",
-               "sample": "sample"}
+               "sample": "sample", "sample_and_log_prob": "sample_and_log_prob"}
 
 
 @dataclass(frozen=True)

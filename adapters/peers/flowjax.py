@@ -146,6 +146,9 @@ class FlowjaxBackend(JaxPeerBackend):
     def sample(self, model, key, n):
         return model.sample(key, (n,))
 
+    def sample_and_log_prob(self, model, key, n):
+        return model.sample_and_log_prob(key, (n,))
+
     # --- measured passes ------------------------------------------------------------------
     counter = PassCounter()
 

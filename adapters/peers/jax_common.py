@@ -58,6 +58,10 @@ class JaxPeerFlow(PeerFlow):
         key = jax.device_put(jax.random.key(seed), self.backend._resolve(self.device))
         return self._call("sample", key, n)
 
+    def _sample_and_log_prob(self, n, seed):
+        key = jax.device_put(jax.random.key(seed), self.backend._resolve(self.device))
+        return self._call("sample_and_log_prob", key, n)
+
     def _train_step(self, x):
         self._last = ("train_step", (x,))
         step = _train_step(self.backend)

@@ -145,3 +145,6 @@ class NflowsBackend(TorchPeerBackend):
     def sample(self, module, n):
         return module.sample(n)
 
+    def sample_and_log_prob(self, module, n):
+        return module.sample_and_log_prob(n)
+

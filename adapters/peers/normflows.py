@@ -209,3 +209,7 @@ class NormflowsBackend(TorchPeerBackend):
         with self._no_actnorm_init(module):
             return module.sample(n)[0]
 
+    def sample_and_log_prob(self, module, n):
+        with self._no_actnorm_init(module):
+            return module.sample(n)  # normflows' sample returns (x, log q(x))
+

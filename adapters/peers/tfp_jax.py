@@ -137,6 +137,10 @@ class TfpJaxBackend(JaxPeerBackend):
         with _tracing(model.spec):
             return _distribution(model).sample(n, seed=key)
 
+    def sample_and_log_prob(self, model, key, n: int):
+        with _tracing(model.spec):
+            return _distribution(model).experimental_sample_and_log_prob(n, seed=key)
+
     def to_latent(self, model, x):
         with _tracing(model.spec):
             chain = _chain(model)

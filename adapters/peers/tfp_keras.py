@@ -204,6 +204,7 @@ class TfpKerasFlow(PeerFlow):
             self.optimizer.build(self.trainable)
         self._eager = {"log_prob": self.dist.log_prob, "inverse": self._to_latent,
                        "forward": self._to_data, "sample": self._draw,
+                       "sample_and_log_prob": self._draw_and_log_prob,
                        "train_step": self._step}
         self._ops = self._eager if variant == "eager" else self._traced()
         self._last = None
@@ -226,6 +227,9 @@ class TfpKerasFlow(PeerFlow):
     def _draw(self, n, seed):
         return self.dist.sample(n, seed=seed)
 
+    def _draw_and_log_prob(self, n, seed):
+        return self.dist.experimental_sample_and_log_prob(n, seed=seed)
+
     def _loss(self, x):
         return -tf.reduce_mean(self.dist.log_prob(x))
 
@@ -242,7 +246,8 @@ class TfpKerasFlow(PeerFlow):
         sample = [tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)]
         ops = {}
         for op, fn in self._eager.items():
-            ops[op] = tf.function(fn, input_signature=sample if op == "sample" else data,
+            ops[op] = tf.function(fn, input_signature=sample if op.startswith("sample")
+                                  else data,
                                   autograph=False)
             # every flow traces its own functions (it owns its networks): that is by
             # design, not the runaway retracing TF warns about after five flows
@@ -261,6 +266,10 @@ class TfpKerasFlow(PeerFlow):
     def _sample(self, n, seed):
         # a stateless seed: an int seed would draw from TF's stateful global generator
         return self._call("sample", tf.constant(n, tf.int32), tf.constant([seed, 0], tf.int32))
+
+    def _sample_and_log_prob(self, n, seed):
+        return self._call("sample_and_log_prob", tf.constant(n, tf.int32),
+                          tf.constant([seed, 0], tf.int32))
 
     def _train_step(self, x):
         return self._call("train_step", x)
@@ -290,7 +299,7 @@ class TfpKerasFlow(PeerFlow):
     def _measure(self, op, args) -> int:
         """The op once more, eagerly, on fresh copies of its tensors (a reused tensor
         could hit TFP's cache). A train step counts its loss: backprop runs no Python."""
-        if op != "sample":
+        if not op.startswith("sample"):  # sample ops take (n, seed): nothing cached
             args = tuple(self.backend.to_native(a, self.device) for a in args)
         self.counter.reset()
         with tf.device(self._tf_device):

@@ -57,6 +57,14 @@ class TorchPeerFlow(PeerFlow):
             torch.manual_seed(seed)
             return self._call("sample", n)
 
+    def _sample_and_log_prob(self, n, seed):
+        if not hasattr(self.backend, "sample_and_log_prob"):
+            return super()._sample_and_log_prob(n, seed)
+        devices = [torch.device(self.device).index or 0] if self.device != "cpu" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._call("sample_and_log_prob", n)
+
     def _train_step(self, x):
         self.counter.reset()
         self.module.train()

@@ -162,6 +162,9 @@ class ZukoBackend(TorchPeerBackend):
     def sample(self, module, n):
         return module().sample((n,))
 
+    def sample_and_log_prob(self, module, n):
+        return module().rsample_and_log_prob((n,))
+
 
 class _PlainMLPMeta(type):
     def __instancecheck__(cls, obj):

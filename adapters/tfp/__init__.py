@@ -102,7 +102,10 @@ def _compiled(spec: Spec, variant: str):
     traces: collections.Counter = collections.Counter()
     fns = {"log_prob": m.log_prob, "inverse": m.to_latent, "forward": m.to_data,
            # n is static (the output shape; XLA needs it), the seed a tensor
-           "sample": m.sample}
+           "sample": m.sample,
+           # compiled as sample is: XLA draws other numbers than TF's kernels for the same
+           # stateless seed, and sample(n, seed) must be forward(base_sample(n, seed))
+           "base_sample": lambda params, n, seed: m.base_sample(n, seed)}
     out = {}
     for op, fn in fns.items():
         fn = m.counter.counted(op, fn, passes, traces)
@@ -111,7 +114,7 @@ def _compiled(spec: Spec, variant: str):
             # differentiate through the MAF while_loop
         elif variant == "function":
             fn = tf.function(_read_once(fn), autograph=False)
-            if op != "sample":
+            if op not in ("sample", "base_sample"):
                 fn = AnyBatch(fn, spec.dim)
         out[op] = fn
     return m, out, passes, traces
@@ -215,7 +218,7 @@ class TfpFlow(Flow):
         return self._call("sample", n, tf.constant([seed, 0], tf.int32))
 
     def _base_sample(self, n, seed):
-        return self.model.base_sample(n, tf.constant([seed, 0], tf.int32))
+        return self._call("base_sample", n, tf.constant([seed, 0], tf.int32))
 
     def _make_step(self):
         m, counter = self.model, self.model.counter
