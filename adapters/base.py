@@ -240,12 +240,11 @@ class Flow(abc.ABC):
         return self.backend.to_numpy(x), overflow_is_minus_inf(self.backend.to_numpy(lp))
 
     def _sample_and_log_prob(self, n: int, seed: int):
-        from . import REGISTRY
         from .ops import base_log_prob, for_framework
 
         z = self._base_sample(n, seed)
         x, logdet = self._forward(z)
-        ops = for_framework(REGISTRY[self.backend.name].needs[0])
+        ops = for_framework(self.backend.framework)
         return x, base_log_prob(ops, z, getattr(self.spec, "base", "normal")) - logdet
 
     def base_sample(self, n: int, seed: int = 0, native: bool = False):

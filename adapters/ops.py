@@ -63,7 +63,7 @@ class Ops:
         ...
 
 
-# the op table of each framework, by the module a backend's registry entry needs first
+# the op table of each framework, by a backend's ``framework``
 FRAMEWORK_OPS = {"torch": "flowbench.adapters.torch.ops", "jax": "flowbench.adapters.jax.ops",
                  "tensorflow": "flowbench.adapters.tfp.ops"}
 

@@ -129,8 +129,8 @@ def run(out_dir: Path, backends=("torch", "jax", "tfp"), archs=None, console=Non
 
 
 def run_one(m, folder: Path) -> int:
-    """Run one matrix into folder/NAME.csv; 1 when a cell failed or timed out."""
-    summary = run_matrix(m, folder / f"{m.name}.csv", progress=False)
+    """Run one matrix into the store folder/NAME; 1 when a cell failed or timed out."""
+    summary = run_matrix(m, folder / m.name, progress=False)
     return int(bool(summary.statuses.get("failed") or summary.statuses.get("timeout")))
 
 

@@ -81,7 +81,10 @@ def assert_all_pairs_close(results: dict, atol=ATOL, rtol=RTOL):
                                        err_msg=f"{what}: {a} vs {b}")
 
 
-@pytest.mark.parametrize("dim", [2, 3, 5])
+# dim 3 is left out here (every backend and variant built per case, the suite's heaviest
+# test): 5 is odd too, and test_flow_contract.test_matches_reference holds each backend to
+# the float64 reference at dims 1, 2, 3 and 5, which makes them agree with each other there
+@pytest.mark.parametrize("dim", [2, 5])
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_parity_under_shared_weights(targets, arch, dim):
     spec = make_spec(arch, dim)

@@ -52,7 +52,8 @@ BAD = {
     "bad command-line dims": (None, ["--dims", "0"],
                               "the command line: dims must be a non-empty list of ints >= 1"),
     "unknown op": (BASE.replace('["log_prob"]', '["fly"]'), [], "ops must be a non-empty "
-                   "list of names from log_prob, inverse, forward, sample, train_step"),
+                   "list of names from log_prob, inverse, forward, sample, sample_and_log_prob, "
+                   "train_step"),
     "boolean quality as int": (BASE + "quality = 1\n", [], "quality must be true or false"),
     "unknown field": (BASE + "layer = 3\n", [], "unknown matrix field(s) ['layer']"),
     "not TOML": ("dims = [\n", [], "not valid TOML"),

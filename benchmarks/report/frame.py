@@ -38,7 +38,8 @@ def load_results(results_dir: Path) -> pd.DataFrame:
             if results_dir.is_dir() else []
         # NAME.csv beside the store NAME is its export (`flowbench export`): read once
         exports = {p.with_suffix(".csv") for p in stores}
-        paths = sorted([*(p for p in results_dir.glob("*.csv") if p not in exports),
+        paths = sorted([*(p for p in results_dir.glob("*.csv")
+                          if p.is_file() and p not in exports),
                         *stores])
     frames, unreadable = [], []
     for path in paths:
