@@ -182,7 +182,7 @@ def _rows_of(fut, cell: Cell, retries: int) -> list[dict]:
     """The task's rows, or a failed status row saying why the cluster gave the cell up."""
     from distributed import KilledWorker
 
-    from .runner import _cell_fields
+    from .runner import status_rows
 
     try:
         return fut.result()
@@ -191,8 +191,7 @@ def _rows_of(fut, cell: Cell, retries: int) -> list[dict]:
                  f"(retries={retries}): {exc}")
     except Exception as exc:  # the task itself raised: its message is the reason
         error = f"Dask task failed: {type(exc).__name__}: {exc}"
-    return [{**_cell_fields(cell), "op": "", "metric": "status", "value": float("nan"),
-             "unit": "", "statistic": "value", "status": "failed", "error": error}]
+    return status_rows(cell, "failed", error)
 
 
 def jobqueue_cluster(kind: str, options: dict):

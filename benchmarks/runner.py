@@ -164,9 +164,14 @@ def _cell_fields(cell: Cell) -> dict:
             "cell": cell.key, **environment()}
 
 
-def skipped_rows(cell: Cell) -> list[dict]:
+def status_rows(cell: Cell, status: str, error: str) -> list[dict]:
+    """The one status row of a cell that ran no worker (skipped, or lost by a cluster)."""
     return [{**_cell_fields(cell), "op": "", "metric": "status", "value": float("nan"),
-             "unit": "", "statistic": "value", "status": "skipped", "error": cell.skip}]
+             "unit": "", "statistic": "value", "status": status, "error": error}]
+
+
+def skipped_rows(cell: Cell) -> list[dict]:
+    return status_rows(cell, "skipped", cell.skip)
 
 
 def calibration_rows(described: dict, run_id: str, env: dict | None = None) -> list[dict]:
