@@ -13,6 +13,8 @@ The contract, for every backend (x is data, z latent; arrays are (n, dim)):
     flow.forward(z)           (x, logdet), logdet = log|det dx/dz|  (sampling direction)
     flow.sample(n, seed=0)    (n, dim) draws: forward of base_sample(n, seed)
     flow.train_step(x)        one Adam step on the mean NLL of batch x; returns the loss
+    flow.train_step_reverse_kl(target, z)   one Adam step on the reverse KL to an
+                              unnormalised target, on the samples forward(z) of base draws z
     flow.get_weights() / flow.set_weights(w)   the canonical layout (canonical.py)
     flow.passes               conditioner evaluations of the last op
     flow.executed(run, n)     the work an op executes, by the framework's counter
@@ -54,6 +56,24 @@ def check_seed(seed) -> int:
         raise InvalidInput(f"seed must be in [0, {MAX_SEED}] (TF's stateless seeds are "
                            f"int32), got {seed}")
     return int(seed)
+
+
+def check_target(target, spec) -> None:
+    """A typed error unless target is a target density (``datasets.targets``) of the
+    dimension of a vector flow that can be trained by reverse KL."""
+    if spec.family != "vector":
+        raise UnsupportedOp(f"reverse-KL training needs a vector flow, not a "
+                            f"{type(spec).__name__}")
+    if spec.transform == "mlp" and spec.direction == "density":
+        raise UnsupportedOp("reverse-KL training of a density-direction mlp flow (NAF): "
+                            "its sampling direction inverts the transformer by "
+                            "bisection, which no gradient flows through")
+    if not callable(getattr(target, "log_density", None)) or not hasattr(target, "dim"):
+        raise InvalidInput(f"target must be a flowbench.datasets.targets.Target (a "
+                           f"log_density(ops, x) and a dim), got {type(target).__name__}")
+    if target.dim != spec.dim:
+        raise ShapeError(f"target {getattr(target, 'name', '')!r} is {target.dim}-D, the "
+                         f"flow {spec.dim}-D")
 
 
 def _memory_bytes() -> int:
@@ -193,6 +213,10 @@ class Flow(abc.ABC):
     @abc.abstractmethod
     def _train_step(self, x) -> float: ...
 
+    def _train_step_reverse_kl(self, target, z) -> float:
+        raise UnsupportedOp(f"backend {self.backend.name} has no reverse-KL training step "
+                            f"(the matched backends have one)")
+
     def executed(self, run, analytic: float) -> Work | None:
         """The matmul and convolution FLOPs one call of ``run`` (a no-argument call of one
         of this flow's ops, as the harness times it) executes, from the framework's own
@@ -274,6 +298,21 @@ class Flow(abc.ABC):
     def train_step(self, x) -> float:
         native, _ = self._accept(x, "x")
         return float(self._train_step(native))
+
+    def train_step_reverse_kl(self, target, z) -> float:
+        """One Adam step (the flow's TrainConfig) on the reverse KL to ``target``, a
+        ``datasets.targets.Target`` (an unnormalised log-density written over the ops
+        table, rendered in this flow's framework), estimated on base draws z, an
+        (n, dim) array such as ``base_sample(n, seed)``: x = forward(z) with the gradient
+        taken through the draws (reparameterised), and the loss
+        mean(log q(x) - log p~(x)) with log q(x) = log p(z) - log|det dx/dz|, the one pass
+        in the sampling direction of ``sample_and_log_prob``. Returns the loss: the
+        negative ELBO, KL(q || p) - log Z. Matched backends fed the same draws take the
+        same step. ActNorm has no data here: it starts where it is (identity at init)."""
+        check_target(target, self.spec)
+        native, _ = self._accept(z, "z")
+        self._needs_init = False
+        return float(self._train_step_reverse_kl(target, native))
 
     def gradients(self, x) -> dict[str, np.ndarray]:
         """Gradient of the mean NLL of batch x with respect to every trained canonical

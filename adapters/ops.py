@@ -31,6 +31,8 @@ class Ops:
     def relu(self, a): ...
     def tanh(self, a): ...
     def exp(self, a): ...
+    def sin(self, a): ...
+    def cos(self, a): ...
     def sqrt(self, a): ...
     def log(self, a): ...
     def abs(self, a): ...
@@ -69,8 +71,41 @@ FRAMEWORK_OPS = {"torch": "flowbench.adapters.torch.ops", "jax": "flowbench.adap
 
 
 def for_framework(framework: str) -> "Ops":
+    if framework == "numpy":
+        return NUMPY_OPS
     import importlib
     return importlib.import_module(FRAMEWORK_OPS[framework]).OPS
+
+
+class NumpyOps(Ops):
+    """The elementwise part of the table, and the reductions, in float64 numpy: the harness
+    evaluates what was written once over ``Ops`` (a target's log-density) on its own
+    arrays. Flows never run on it."""
+
+    exp, sin, cos, sqrt, log, abs = np.exp, np.sin, np.cos, np.sqrt, np.log, np.abs
+    tanh, where = np.tanh, np.where
+
+    def softplus(self, a):
+        return np.logaddexp(0.0, a)
+
+    def log_sigmoid(self, a):
+        return -np.logaddexp(0.0, -a)
+
+    def sum(self, a, axes):
+        return np.sum(a, axis=axes)
+
+    def logsumexp(self, a, axis):
+        from scipy.special import logsumexp
+        return logsumexp(a, axis)
+
+    def concat(self, parts, axis):
+        return np.concatenate(parts, axis)
+
+    def const(self, array):
+        return np.asarray(array, np.float64)
+
+
+NUMPY_OPS = NumpyOps()
 
 
 def base_log_prob(ops: "Ops", z, base: str):

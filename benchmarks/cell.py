@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Cell:
     """Args:
-        kind: "time" (ops timed on random input) or "train" (trained on ``dataset``,
-            then evaluated and timed on its test split).
+        kind: "time" (ops timed on random input), "train" (trained on ``dataset``,
+            then evaluated and timed on its test split) or "vi" (trained by reverse KL on
+            the target named in ``dataset``, then evaluated on its own draws and timed).
         backend, variant, arch, device, seed: what is built, where, from which seed.
         ops, batches: the ops timed and the batch sizes each op is timed at.
         threads: CPU threads every framework of the cell's process gets.

@@ -29,7 +29,8 @@ def flops_per_pass(spec: Spec) -> float:
 def op_flops(spec: Spec, op: str, passes: int, batch: int) -> float:
     """Conditioner FLOPs of one call of ``op`` on ``batch`` rows that made ``passes``
     conditioner evaluations (as the flow counted them)."""
-    return flops_per_pass(spec) * passes * batch * (TRAIN_FACTOR if op == "train_step" else 1)
+    return flops_per_pass(spec) * passes * batch * (
+        TRAIN_FACTOR if op.startswith("train_step") else 1)
 
 
 # the load check: a short numpy GEMM at the cell's thread count, beside the same check in

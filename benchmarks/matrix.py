@@ -10,7 +10,9 @@ Fields (top level, or per ``[[sweep]]`` table, whose values override the top lev
 whose cells are the union over sweeps)::
 
     kind        "time" (ops timed on random input) | "train" (trained on a dataset,
-                 then test NLL and the ops timed)
+                 then test NLL and the ops timed) | "vi" (trained by reverse KL on a
+                 target density, ``datasets/targets.py``; then reverse KL, ESS and mode
+                 coverage from metric_n draws, and the ops timed)
     backends    names, or ["all"] (every registered backend; the unavailable ones
                  become skipped rows with the reason)
     variants    "default" | "all" | a list of execution variant names | a table of
@@ -22,6 +24,8 @@ whose cells are the union over sweeps)::
     eval_every, patience (evaluations without a better validation NLL before stopping;
     0: off), quality (normality and two-sample metrics), metric_n, null_draws
                                                                  (kind "train")
+    targets, steps, train_batch (draws per step), lr, clip_norm, eval_every (the curve's
+    window), metric_n (draws the fit is measured on)                  (kind "vi")
     image datasets (digits, mnist, fashion-mnist, cifar10; archs glow and realnvp, matched
     backends): image_levels, image_steps, image_hidden (the multi-scale ImageSpec),
     logit_alpha, data_path (the files of mnist/fashion-mnist/cifar10); n_train, n_val,
@@ -45,14 +49,16 @@ from flowbench.datasets.images import IMAGE_NAMES
 from .cell import Cell
 
 PRESET_DIR = Path(__file__).resolve().parent / "matrices"
-OPS = ("log_prob", "inverse", "forward", "sample", "sample_and_log_prob", "train_step")
-KINDS = ("time", "train")
+OPS = ("log_prob", "inverse", "forward", "sample", "sample_and_log_prob", "train_step",
+       "train_step_reverse_kl")
+KINDS = ("time", "train", "vi")
 
 DEFAULTS = {
     "kind": "time", "backends": ["all"], "variants": "default", "archs": ["maf"],
     "dims": [2], "batches": [1024], "ops": ["log_prob", "sample"], "devices": ["cpu"],
     "seeds": [0], "layers": 5, "hidden": [128, 128], "bins": 8, "tail_bound": 5.0,
-    "datasets": ["eq39"], "steps": 1000, "train_batch": 256, "lr": 1e-3, "clip_norm": 0.0,
+    "datasets": ["eq39"], "targets": ["banana"], "steps": 1000, "train_batch": 256,
+    "lr": 1e-3, "clip_norm": 0.0,
     "n_train": 20000, "n_val": 2000, "n_test": 5000, "eval_every": 100,
     "patience": 0, "quality": True, "metric_n": 2000, "null_draws": 20, "threads": 2,
     "timeout": 600.0, "min_time": 0.2, "min_repeats": 5, "max_time": 10.0, "description": "",
@@ -66,6 +72,7 @@ SPEC_FIELDS = ("layers", "hidden", "bins", "tail_bound")
 TRAIN_FIELDS = ("steps", "train_batch", "lr", "clip_norm", "n_train", "n_val", "n_test",
                 "eval_every", "patience", "quality", "metric_n", "null_draws")
 TIMING_FIELDS = ("min_time", "min_repeats", "max_time")
+VI_FIELDS = ("steps", "train_batch", "lr", "clip_norm", "eval_every", "metric_n")
 
 
 class MatrixError(FlowbenchError):
@@ -104,7 +111,8 @@ def _ints(lo):
 
 SCHEMA = {
     "kind": ((lambda v: v in KINDS), f"one of {', '.join(KINDS)}"),
-    "backends": _names(), "archs": _names(), "datasets": _names(), "devices": _names(),
+    "backends": _names(), "archs": _names(), "datasets": _names(), "targets": _names(),
+    "devices": _names(),
     "ops": _names(OPS),
     "variants": ((lambda v: _variant_choice(v) or (
         isinstance(v, dict) and bool(v) and all(_variant_choice(c) for c in v.values()))),
@@ -216,6 +224,13 @@ def _check(f: dict, path) -> None:
         for name in f["datasets"]:
             if name not in IMAGE_NAMES:
                 datasets.density(name)  # DatasetError names it
+    if f["kind"] == "vi":
+        from flowbench.datasets import targets
+        for name in f["targets"]:
+            try:
+                targets.load(name)
+            except targets.TargetError as exc:
+                raise MatrixError(f"{path}: {exc}") from None
 
 
 def backend_names(requested) -> list[str]:
@@ -237,8 +252,7 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
                 for arch in f["archs"]:
                     for device in f["devices"]:
                         for seed in f["seeds"]:
-                            for data_or_dim in (f["datasets"] if f["kind"] == "train"
-                                                else f["dims"]):
+                            for data_or_dim in _data_or_dims(f):
                                 cell = _cell(f, b, variant, arch, device, seed, data_or_dim)
                                 same = cell.replace(batches=())  # a cell in two sweeps:
                                 if same in cells:                # the union of its batches
@@ -254,6 +268,11 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
                                            f"{variant!r}; it has: {', '.join(info['variants'])}")
                                 cells[same] = cell.replace(skip=why)
     return list(cells.values())
+
+
+def _data_or_dims(f: dict) -> list:
+    """What a kind of cell ranges over: datasets (train), targets (vi) or dims (time)."""
+    return {"train": f["datasets"], "vi": f["targets"]}.get(f["kind"], f["dims"])
 
 
 def _variant_choice(v) -> bool:
@@ -278,7 +297,9 @@ def _cell(f, backend, variant, arch, device, seed, data_or_dim) -> Cell:
               "timeout": float(f["timeout"]),
               **{k: f[k] for k in SPEC_FIELDS + TIMING_FIELDS}}
     fields["hidden"] = tuple(fields["hidden"])
-    if f["kind"] == "train":
+    if f["kind"] == "vi":  # the target's name goes where a train cell's dataset goes
+        fields.update(dataset=data_or_dim, **{k: f[k] for k in VI_FIELDS})
+    elif f["kind"] == "train":
         fields.update(dataset=data_or_dim, **{k: f[k] for k in TRAIN_FIELDS})
         if data_or_dim in IMAGE_NAMES:
             fields.update({k: f[k] for k in IMAGE_FIELDS})

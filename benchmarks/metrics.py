@@ -135,6 +135,50 @@ def nll(log_prob, dim: int) -> dict:
             "stderr_per_dim": se / dim, "n": n}
 
 
+def reverse_kl(log_q, log_target, log_z: float | None = None) -> dict:
+    """How well draws x_i ~ q fit an unnormalised target p~ = Z p, from log q(x_i) and
+    log p~(x_i) (shape (n,) each), with log w = log p~ - log q:
+
+    - ``elbo``: mean(log w), a lower bound on log Z, and its standard error;
+    - ``kl``: KL(q || p) = log Z - ELBO where log Z is known (else NaN), same error;
+    - ``ess_fraction``: the effective sample size of the self-normalised importance
+      weights, (sum w)^2 / sum w^2, as a fraction of n (1: q is p; it falls as q misses
+      mass p has);
+    - ``log_z_is``: the importance-sampling estimate log mean(w) of log Z.
+
+    Rows whose log q or log p~ is not finite (overflow in the flow, a draw where the
+    target's density underflows) are left out of the means and counted in ``dropped``.
+    """
+    from scipy.special import logsumexp
+
+    lq, lp = np.asarray(log_q, np.float64), np.asarray(log_target, np.float64)
+    if lq.ndim != 1 or lq.shape != lp.shape:
+        raise ValueError(f"log_q and log_target must have the same shape (n,), got "
+                         f"{lq.shape} and {lp.shape}")
+    keep = np.isfinite(lq) & np.isfinite(lp)
+    if keep.sum() < 2:
+        raise ValueError("fewer than 2 draws with finite log q and log p~")
+    lw = (lp - lq)[keep]
+    n = int(lw.shape[0])
+    elbo, se = float(lw.mean()), float(lw.std(ddof=1) / np.sqrt(n))
+    ess = float(np.exp(2 * logsumexp(lw) - logsumexp(2 * lw)) / n)
+    return {"elbo": elbo, "kl": (float(log_z) - elbo) if log_z is not None else float("nan"),
+            "stderr": se, "ess_fraction": ess, "log_z_is": float(logsumexp(lw) - np.log(n)),
+            "n": n, "dropped": int((~keep).sum())}
+
+
+def mode_shares(regions, modes: int) -> list[dict]:
+    """The share of draws in each of ``modes`` regions (region index per draw) and its
+    binomial standard error."""
+    r = np.asarray(regions)
+    n = len(r)
+    out = []
+    for k in range(modes):
+        p = float((r == k).mean())
+        out.append({"mode": k, "share": p, "stderr": float(np.sqrt(p * (1 - p) / n))})
+    return out
+
+
 def bits_per_dim(log_prob_of_continuous_x, dim: int, *, levels: int = 256,
                  logit_alpha: float | None = None, log_jacobian=None) -> dict:
     """Bits per dimension of discrete images from the flow's continuous log-density.

@@ -45,17 +45,31 @@ def timer_overhead(calls: int = 20_000) -> float:
     return measure(lambda: None, lambda _: None, min_repeats=calls, min_time=0.0)["median"]
 
 
-def op_calls(flow, x, seed: int = 0) -> dict:
+def op_calls(flow, x, seed: int = 0, target=None) -> dict:
     """op -> a zero-argument call of the flow's unchecked native op on x, a native array
     already on the flow's device (sample draws len(x) rows), so that the timed region holds
     no input check and no host transfer. Backends whose library caches results keyed on
     the input tensor get a fresh device copy of x on every call (one small copy inside the
-    timed region) instead of timing a cache lookup."""
+    timed region) instead of timing a cache lookup. The reverse-KL step takes x as its
+    base draws and ``target`` (a ``datasets.targets.Target``; the standard normal of the
+    flow's dimension by default) as its density."""
+    from flowbench.adapters.base import check_target
+    from flowbench.datasets import targets
+
     n = int(x.shape[0])
     fresh = flow.backend.fresh if flow.backend.caches_inputs else (lambda a: a)
+    prepared = []
+
+    def reverse_kl():
+        if not prepared:  # on the first (untimed) call: the target, checked once
+            t = target or targets.load(f"normal{flow.spec.dim}")
+            check_target(t, flow.spec)
+            prepared.append(t)
+        return flow._train_step_reverse_kl(prepared[0], fresh(x))
     return {"log_prob": lambda: flow._log_prob(fresh(x)),
             "inverse": lambda: flow._inverse(fresh(x)),
             "forward": lambda: flow._forward(fresh(x)),
             "sample": lambda: flow._sample(n, seed),
             "sample_and_log_prob": lambda: flow._sample_and_log_prob(n, seed),
-            "train_step": lambda: flow._train_step(fresh(x))}
+            "train_step": lambda: flow._train_step(fresh(x)),
+            "train_step_reverse_kl": reverse_kl}

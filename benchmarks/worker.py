@@ -74,7 +74,7 @@ def spec_of(cell: Cell, dim: int):
                              tail_bound=cell.tail_bound)
 
 
-def time_ops(flow, backend, rows: Rows, cell: Cell, data=None) -> None:
+def time_ops(flow, backend, rows: Rows, cell: Cell, data=None, target=None) -> None:
     """Every op of the cell at every batch size; a failing op is a row, the rest go on."""
     from .flops import op_flops
 
@@ -84,7 +84,8 @@ def time_ops(flow, backend, rows: Rows, cell: Cell, data=None) -> None:
             x = rng.standard_normal((batch, flow.spec.dim)).astype(np.float32)
         else:
             x = data[rng.integers(0, len(data), batch)]
-        calls = op_calls(flow, backend.to_native(x, flow.device), seed=cell.seed + 1)
+        calls = op_calls(flow, backend.to_native(x, flow.device), seed=cell.seed + 1,
+                         target=target)
         for op in cell.ops:
             more = {"batch": batch}
             try:
@@ -171,7 +172,7 @@ def run_cell(cell: Cell, out: str) -> int:
     try:
         backend = adapters.load(cell.backend)
         rows.base.update(backend_version=backend.version())
-        dim, images = cell.dim, None
+        dim, images, target = cell.dim, None, None
         if cell.kind == "train" and cell.dataset in IMAGE_NAMES:
             images = load_images(cell.dataset, path=cell.data_path or None,
                                  n_train=cell.n_train or None, n_val=cell.n_val or None,
@@ -185,6 +186,10 @@ def run_cell(cell: Cell, out: str) -> int:
                 from flowbench import datasets
                 dim = datasets.density(cell.dataset).dim
                 rows.base["dim"] = dim
+            elif cell.kind == "vi":
+                from flowbench.datasets import targets
+                target = targets.load(cell.dataset)
+                dim = rows.base["dim"] = target.dim
             spec = spec_of(cell, dim)
             rows.base.update(transform=spec.transform, conditioner=spec.conditioner,
                              direction=spec.direction)
@@ -200,7 +205,10 @@ def run_cell(cell: Cell, out: str) -> int:
         if cell.kind == "train":
             from .training import train_cell  # scipy and the datasets: train cells only
             data = train_cell(flow, backend, cell, rows, images)
-        time_ops(flow, backend, rows, cell, data)
+        elif cell.kind == "vi":
+            from .variational import vi_cell
+            vi_cell(flow, target, cell, rows)
+        time_ops(flow, backend, rows, cell, data, target)
         rows.add("peak_host_mem", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                  "bytes", statistic="max")
         peak = peak_device_memory(backend, device)

@@ -38,6 +38,7 @@ with without_tensorflow():  # distrax -> TFP's JAX substrate would load all of T
 
 from .bijectors import block_bijector  # noqa: E402
 from .image import JaxImageModel  # noqa: E402
+from .ops import OPS  # noqa: E402
 
 
 # Compiled programs kept per spec. Each XLA CPU executable holds a few memory mappings of
@@ -74,6 +75,11 @@ class Model(ChainModel):
 
     def sample(self, train, fixed, key, n):
         return self.to_data(train, fixed, self.base_sample(key, n))[0]
+
+    def sample_and_log_prob(self, train, fixed, key, n):
+        z = self.base_sample(key, n)
+        x, ld = self.to_data(train, fixed, z)
+        return x, self.base().log_prob(z) - ld
 
     def actnorm_stats(self, x):
         return jnp.mean(x, 0), jnp.log(jnp.std(x, 0) + C.ACTNORM_EPS)
@@ -113,30 +119,46 @@ class Compiled:
         self.traces: collections.Counter = collections.Counter()
         ops = {"log_prob": m.log_prob, "inverse": m.to_latent, "forward": m.to_data,
                "sample": m.sample}
+        if hasattr(m, "sample_and_log_prob"):  # vector flows: one program for the op
+            ops["sample_and_log_prob"] = m.sample_and_log_prob
         self.ops = {op: jax.jit(m.counter.counted(op, fn, self.passes, self.traces),
-                                static_argnums=3 if op == "sample" else ())
+                                static_argnums=3 if op.startswith("sample") else ())
                     for op, fn in ops.items()}
-        self._steps: dict[bool, object] = {}
+        self._steps: dict[tuple, object] = {}
         self._jacobians: dict[str, object] = {}
         self.grad = jax.jit(jax.grad(self.loss))
 
     def loss(self, tr, fx, x):
         return -jnp.mean(self.model.log_prob(tr, fx, x))
 
-    def step(self, clip: bool):
-        """The train step; hyperparameters arrive in the optimizer state."""
-        if clip not in self._steps:
+    def reverse_kl(self, target):
+        """The variational objective on base draws z: mean(log q(x) - log p~(x)), x the
+        forward of z, differentiated through z's path (reparameterised)."""
+        m = self.model
+
+        def loss(tr, fx, z):
+            x, ld = m.to_data(tr, fx, z)
+            return jnp.mean(m.base().log_prob(z) - ld - target.log_density(OPS, x))
+        return loss
+
+    def step(self, clip: bool, target=None):
+        """The train step on the NLL of a batch, or on the reverse KL to target from base
+        draws; hyperparameters arrive in the optimizer state."""
+        key = (clip, None if target is None else target.name)
+        if key not in self._steps:
             opt = _adam(clip)(learning_rate=0.0, b1=0.0, b2=0.0, eps=0.0,
                               **({"max_norm": 0.0} if clip else {}))  # update() reads state
+            objective = self.loss if target is None else self.reverse_kl(target)
 
             def step(tr, fx, state, x):
-                loss, grads = jax.value_and_grad(self.loss)(tr, fx, x)
+                loss, grads = jax.value_and_grad(objective)(tr, fx, x)
                 updates, state = opt.update(grads, state, tr)
                 return optax.apply_updates(tr, updates), state, loss
 
-            self._steps[clip] = jax.jit(self.model.counter.counted(
-                "train_step", step, self.passes, self.traces))
-        return self._steps[clip]
+            op = "train_step" if target is None else "train_step_reverse_kl"
+            self._steps[key] = jax.jit(self.model.counter.counted(
+                op, step, self.passes, self.traces))
+        return self._steps[key]
 
     def jacobian(self, direction: str):
         """Per-row forward-mode Jacobian of forward (z -> x) or inverse (x -> z)."""
@@ -203,6 +225,11 @@ class JaxFlow(Flow):
     def _base_sample(self, n, seed):
         return self.model.base_sample(self._key(seed), n)
 
+    def _sample_and_log_prob(self, n, seed):
+        if "sample_and_log_prob" not in self._compiled.ops:
+            return super()._sample_and_log_prob(n, seed)
+        return self._call("sample_and_log_prob", self._key(seed), n)
+
     def _initialize(self, x):
         self.params = {**self.params, **self.model.actnorm_init(self.params, self.fixed, x)}
         self.opt_state = self.optimizer.init(self.params)
@@ -214,6 +241,13 @@ class JaxFlow(Flow):
         self._last = (self._step, (self.params, self.fixed, self.opt_state, x))
         self.params, self.opt_state, loss = self._step(*self._last[1])
         self.passes = self._compiled.passes["train_step"]
+        return loss
+
+    def _train_step_reverse_kl(self, target, z):
+        step = self._compiled.step(self.train_config.clip_norm is not None, target)
+        self._last = (step, (self.params, self.fixed, self.opt_state, z))
+        self.params, self.opt_state, loss = step(*self._last[1])
+        self.passes = self._compiled.passes["train_step_reverse_kl"]
         return loss
 
     def executed(self, run, analytic):

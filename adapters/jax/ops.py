@@ -16,6 +16,8 @@ class JaxOps(Ops):
     relu = staticmethod(jax.nn.relu)
     tanh = staticmethod(jnp.tanh)
     exp = staticmethod(jnp.exp)
+    sin = staticmethod(jnp.sin)
+    cos = staticmethod(jnp.cos)
     sqrt = staticmethod(jnp.sqrt)
     clip = staticmethod(jnp.clip)
     cumsum = staticmethod(jnp.cumsum)

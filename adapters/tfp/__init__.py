@@ -36,6 +36,7 @@ with quiet_imports():
 
 from .bijectors import block_bijector  # noqa: E402
 from .image import TfImageModel  # noqa: E402
+from .ops import OPS  # noqa: E402
 from .optim import Adam  # noqa: E402
 
 tfd, tfb = tfp.distributions, tfp.bijectors
@@ -77,6 +78,12 @@ class Model(ChainModel):
         """The draws TransformedDistribution.sample makes: it hands the seed to the base."""
         return self.base().sample(n, seed=seed)
 
+    def sample_and_log_prob(self, params, n, seed):
+        """sample's draws and their log q from the one pass z -> x."""
+        z = self.base_sample(n, seed)
+        x, ld = self.to_data(params, z)
+        return x, self.base().log_prob(z) - ld
+
     def actnorm_stats(self, x):
         mean, var = tf.nn.moments(x, axes=[0])
         return mean, tf.math.log(tf.sqrt(var) + C.ACTNORM_EPS)
@@ -106,6 +113,8 @@ def _compiled(spec: Spec, variant: str):
            # compiled as sample is: XLA draws other numbers than TF's kernels for the same
            # stateless seed, and sample(n, seed) must be forward(base_sample(n, seed))
            "base_sample": lambda params, n, seed: m.base_sample(n, seed)}
+    if hasattr(m, "sample_and_log_prob"):  # vector flows: one function for the op
+        fns["sample_and_log_prob"] = m.sample_and_log_prob
     out = {}
     for op, fn in fns.items():
         fn = m.counter.counted(op, fn, passes, traces)
@@ -114,7 +123,7 @@ def _compiled(spec: Spec, variant: str):
             # differentiate through the MAF while_loop
         elif variant == "function":
             fn = tf.function(_read_once(fn), autograph=False)
-            if op not in ("sample", "base_sample"):
+            if op not in ("sample", "base_sample", "sample_and_log_prob"):
                 fn = AnyBatch(fn, spec.dim)
         out[op] = fn
     return m, out, passes, traces
@@ -186,6 +195,7 @@ class TfpFlow(Flow):
                                   beta_2=train.betas[1], epsilon=train.eps, **kw)
             self.optimizer.build(self.trainable)
         self._step = self._make_step()
+        self._rkl_steps: dict = {}  # target name -> its reverse-KL step, made on first use
         self._set(C.init_weights(spec, seed))
         self._needs_init = spec.actnorm
 
@@ -220,15 +230,29 @@ class TfpFlow(Flow):
     def _base_sample(self, n, seed):
         return self._call("base_sample", n, tf.constant([seed, 0], tf.int32))
 
-    def _make_step(self):
+    def _sample_and_log_prob(self, n, seed):
+        if "sample_and_log_prob" not in self._fns:
+            return super()._sample_and_log_prob(n, seed)
+        return self._call("sample_and_log_prob", n, tf.constant([seed, 0], tf.int32))
+
+    def _make_step(self, target=None):
+        """The train step on the NLL of a batch x, or on the reverse KL to target from
+        base draws z (x = forward(z), differentiated through z's path)."""
         m, counter = self.model, self.model.counter
         flow = self
+
+        def objective(params, data):
+            if target is None:
+                return -tf.reduce_mean(m.log_prob(params, data))
+            x, ld = m.to_data(params, data)
+            return tf.reduce_mean(m.base().log_prob(data) - ld
+                                  - target.log_density(OPS, x))
 
         def step(x):
             counter.reset()
             with tf.GradientTape() as tape:  # variables read once: see _read_once
                 params = {k: tf.convert_to_tensor(v) for k, v in flow.vars.items()}
-                loss = -tf.reduce_mean(m.log_prob(params, x))
+                loss = objective(params, x)
             grads = tape.gradient(loss, flow.trainable)
             flow.optimizer.apply_gradients(zip(grads, flow.trainable))
             flow._step_passes = counter.n
@@ -247,6 +271,16 @@ class TfpFlow(Flow):
         self._last = (self._step, (x,))
         with tf.device(self._tf_device):
             loss = self._step(x)
+        self.passes = self._step_passes
+        return loss
+
+    def _train_step_reverse_kl(self, target, z):
+        step = self._rkl_steps.get(target.name)
+        if step is None:
+            step = self._rkl_steps[target.name] = self._make_step(target)
+        self._last = (step, (z,))
+        with tf.device(self._tf_device):
+            loss = step(z)
         self.passes = self._step_passes
         return loss
 

@@ -38,6 +38,8 @@ class TFOps(Ops):
     relu = staticmethod(tf.nn.relu)
     tanh = staticmethod(tf.math.tanh)
     exp = staticmethod(tf.math.exp)
+    sin = staticmethod(tf.math.sin)
+    cos = staticmethod(tf.math.cos)
     sqrt = staticmethod(tf.math.sqrt)
     clip = staticmethod(tf.clip_by_value)
     log = staticmethod(tf.math.log)

@@ -62,6 +62,7 @@ from ..passes import PassCounter
 from ..spec import FlowSpec, Spec
 from . import transformers as T
 from .image import ImageModule
+from .ops import OPS
 from .layers import ActNorm, Conditioned, counts_now, make_block
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -123,6 +124,12 @@ class FlowModule(nn.Module):
         """The training objective: the mean negative log-likelihood of batch x."""
         return -self.log_prob(x, steps).mean()
 
+    def reverse_kl(self, z, target):
+        """The variational objective on base draws z: mean(log q(x) - log p~(x)), x the
+        forward of z, differentiable through z's path (reparameterised)."""
+        x, ld = self.to_data(z)
+        return (self.base_log_prob(z) - ld - target.log_density(OPS, x)).mean()
+
     def base_sample(self, n: int, generator: torch.Generator, device):
         shape = (n, self.spec.dim)
         if self.spec.base == "normal":
@@ -152,7 +159,8 @@ def _calling(method):
 # op -> (FlowModule method it runs, the direction of that method)
 _OPS = {"log_prob": ("log_prob", "to_latent"), "inverse": ("to_latent", "to_latent"),
         "forward": ("to_data", "to_data"), "sample": ("to_data", "to_data"),
-        "train_step": ("loss", "to_latent")}
+        "train_step": ("loss", "to_latent"),
+        "train_step_reverse_kl": ("reverse_kl", "to_data")}
 
 
 # spec family -> the nn.Module that computes it
@@ -189,17 +197,21 @@ class TorchFlow(Flow):
         self.module.load_state_dict(state, strict=False)
 
     # --- compile variant --------------------------------------------------------------
-    def _op(self, op: str, x):
-        """The compiled function of op; on first use it is made and the op's passes are
-        counted by one eager run on the first row of x (the op's input)."""
-        fn = self._compiled.get(op)
+    def _op(self, op: str, x, target=None):
+        """The compiled function of op (of op on target, a reverse-KL objective); on first
+        use it is made and the op's passes are counted by one eager run on the first row
+        of x (the op's input)."""
+        key = op if target is None else f"{op}:{target.name}"
+        fn = self._compiled.get(key)
         if fn is None:
             method, direction = _OPS[op]
             eager = getattr(self.module, method)
+            if target is not None:
+                eager = functools.partial(eager, target=target)
             self.counter.reset()
             with torch.no_grad():
                 eager(x[:1])
-            self._passes[op] = self.counter.n
+            self._passes[key] = self.counter.n
             name = f"flowbench_{op.replace('_', '')}_{id(self):x}"
             if self.module.solves(direction):
                 # a root search stops on data: eager Python around compiled loop bodies
@@ -208,11 +220,11 @@ class TorchFlow(Flow):
                 fn = functools.partial(eager, steps=steps)
             else:
                 fn = _compile(_calling(eager), name)
-            self._compiled[op] = fn
+            self._compiled[key] = fn
         return fn
 
-    def _compiled_call(self, op: str, *args):
-        fn = self._op(op, args[0])
+    def _compiled_call(self, op: str, *args, target=None):
+        fn = self._op(op, args[0], target)
         try:
             return fn(*args)
         except Exception as exc:
@@ -251,18 +263,27 @@ class TorchFlow(Flow):
     def _train_step(self, x):
         if self._needs_init:
             self._initialize(x)
+        return self._adam_step("train_step", x)
+
+    def _train_step_reverse_kl(self, target, z):
+        return self._adam_step("train_step_reverse_kl", z, target)
+
+    def _adam_step(self, op: str, data, target=None):
+        """One Adam step on op's objective (the NLL of x, or the reverse KL to target on
+        base draws z)."""
         self.counter.reset()
         self.optimizer.zero_grad(set_to_none=True)
         if self.variant == "compile":
-            loss = self._compiled_call("train_step", x)
+            loss = self._compiled_call(op, data, target=target)
         else:
-            loss = self.module.loss(x)
+            method = getattr(self.module, _OPS[op][0])
+            loss = method(data) if target is None else method(data, target)
         loss.backward()
         if self.train_config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.train_config.clip_norm)
         self.optimizer.step()
-        self.passes = self._passes["train_step"] if self.variant == "compile" \
-            else self.counter.n
+        key = op if target is None else f"{op}:{target.name}"
+        self.passes = self._passes[key] if self.variant == "compile" else self.counter.n
         return loss.item()
 
     def executed(self, run, analytic):

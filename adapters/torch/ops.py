@@ -35,6 +35,8 @@ class TorchOps(Ops):
     relu = staticmethod(torch.relu)
     tanh = staticmethod(torch.tanh)
     exp = staticmethod(torch.exp)
+    sin = staticmethod(torch.sin)
+    cos = staticmethod(torch.cos)
     sqrt = staticmethod(torch.sqrt)
     clip = staticmethod(torch.clamp)
     cumsum = staticmethod(torch.cumsum)

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..tidy import write_atomic
 from .frame import _label, framework, load_results
 from .quality import _spread_table, quality_section
+from .variational import vi_section
 from .tables import (best_peak, efficiency_table, environment_section, fastest_by_framework,
                      loaded_section, memory_table, passes_table, PASSES_NOTE, problems_section,
                      roofline_table, scaling_section, single_table, time_table,
@@ -58,6 +59,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
         return out_path
     lines += environment_section(df)
     lines += quality_section(df, out_path.parent)
+    lines += vi_section(df, out_path.parent)
     timing = df[df["kind"].isin(["time", "train"])]
     machines = df["machine"].astype(object).where(df["machine"].notna(), "?").astype(str)
     several = machines[timing.index].nunique() > 1
