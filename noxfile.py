@@ -65,7 +65,7 @@ def tests(session: nox.Session) -> None:
     # end on one worker draining a queue of slow (compiling) tests while the other waits
     dist = ["--dist", "worksteal"] if workers != "0" else []
     run(session, "python", "-m", "pytest", "-n", workers, *dist,
-        *(session.posargs or ["-q"]))
+        *(session.posargs or ["-q", "--durations=25"]))
 
 
 @nox.session

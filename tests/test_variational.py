@@ -260,3 +260,19 @@ ops = ["train_step", "train_step_reverse_kl"]
         assert text in report, text
     assert (out / "vi_samples_mixture.png").exists()
     assert (out / "vi_direction_dim.png").exists()
+
+
+def test_a_target_section_names_its_unfinished_cells_with_the_reason():
+    import pandas as pd
+
+    from flowbench.benchmarks.report.variational import _failed_lines
+
+    rows = pd.DataFrame([
+        {"metric": "status", "status": "failed", "arch": "maf", "column": "torch",
+         "error": "FloatingPointError: reverse-KL training diverged at step 130"},
+        {"metric": "curve_reverse_kl", "status": "failed", "arch": "maf", "column": "torch",
+         "error": ""}])
+    (line, _) = _failed_lines("funnel", rows)
+    assert line == ("funnel: not finished (blank above): maf torch: FloatingPointError: "
+                    "reverse-KL training diverged at step 130")
+    assert _failed_lines("funnel", rows.iloc[1:]) == []

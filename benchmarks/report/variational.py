@@ -31,6 +31,8 @@ def vi_section(df, out_dir: Path) -> list[str]:
                   + KL_TEXT, ""]
         for target, g in vi.groupby("dataset"):
             lines += _target_lines(target, _label(g[g["status"] == "ok"]), out_dir)
+            lines += _failed_lines(target, _label(g[g["status"].isin(["failed",
+                                                                       "timeout"])]))
         lines += _time_lines(vi)
     lines += direction_section(df[df["kind"] == "time"], out_dir)
     return lines
@@ -58,6 +60,15 @@ def _target_lines(target: str, ok: pd.DataFrame, out_dir: Path) -> list[str]:
     if t.dim == 2:
         lines += _samples_figure(target, ok, out_dir)
     return lines
+
+
+def _failed_lines(target: str, bad: pd.DataFrame) -> list[str]:
+    """The cells of a target that did not finish (blank above), each with its reason."""
+    bad = bad[bad["metric"] == "status"]
+    if bad.empty:
+        return []
+    return [f"{target}: not finished (blank above): " + "; ".join(
+        f"{r.arch} {r.column}: {r.error}" for r in bad.itertuples()), ""]
 
 
 def _mode_lines(target, t, modes: pd.DataFrame) -> list[str]:
