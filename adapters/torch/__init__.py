@@ -163,6 +163,12 @@ _OPS = {"log_prob": ("log_prob", "to_latent"), "inverse": ("to_latent", "to_late
         "train_step_reverse_kl": ("reverse_kl", "to_data")}
 
 
+def _key(op: str, target=None) -> str:
+    """What a compile-variant flow keeps op's function and passes under: one per
+    reverse-KL target."""
+    return op if target is None else f"{op}:{target.name}"
+
+
 # spec family -> the nn.Module that computes it
 MODULES = {"vector": FlowModule, "image": ImageModule}
 
@@ -201,7 +207,7 @@ class TorchFlow(Flow):
         """The compiled function of op (of op on target, a reverse-KL objective); on first
         use it is made and the op's passes are counted by one eager run on the first row
         of x (the op's input)."""
-        key = op if target is None else f"{op}:{target.name}"
+        key = _key(op, target)
         fn = self._compiled.get(key)
         if fn is None:
             method, direction = _OPS[op]
@@ -282,8 +288,8 @@ class TorchFlow(Flow):
         if self.train_config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.train_config.clip_norm)
         self.optimizer.step()
-        key = op if target is None else f"{op}:{target.name}"
-        self.passes = self._passes[key] if self.variant == "compile" else self.counter.n
+        self.passes = (self._passes[_key(op, target)] if self.variant == "compile"
+                       else self.counter.n)
         return loss.item()
 
     def executed(self, run, analytic):
