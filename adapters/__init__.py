@@ -17,7 +17,7 @@ from .base import Backend, Flow, TrainConfig
 from .errors import (BackendUnavailable, DeviceError, DTypeError, FlowbenchError,
                      InvalidInput, NonFiniteError, ShapeError, SpecError, UnknownArch,
                      UnsupportedOp, UnsupportedSpec)
-from .spec import ARCHS, PRESET_DOCS, PRESETS, FlowSpec
+from .spec import ARCHS, ONE_WAY_PRESETS, PRESET_DOCS, PRESETS, FlowSpec
 
 
 class Entry(NamedTuple):
@@ -104,8 +104,8 @@ def load(name: str) -> Backend:
 
 
 __all__ = [
-    "ARCHS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable", "DTypeError",
-    "DeviceError", "Entry", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput",
+    "ARCHS", "ONE_WAY_PRESETS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable",
+    "DTypeError", "DeviceError", "Entry", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput",
     "NonFiniteError", "MATCHED", "PEERS", "ShapeError", "SpecError", "TrainConfig", "UnknownArch",
     "UnsupportedOp", "UnsupportedSpec", "available", "load", "loaded", "names",
 ]

@@ -233,11 +233,13 @@ class Flow(abc.ABC):
         float arithmetic overflowed on the way (the density underflows there); never NaN
         (``overflow_is_minus_inf``). A native result is the framework's own (the timed
         path adds no op), NaN included."""
+        self._needs_inverse()
         native, was_numpy = self._accept(x, "x")
         out = self._give(self._log_prob(native), was_numpy)
         return overflow_is_minus_inf(out) if was_numpy else out
 
     def inverse(self, x):
+        self._needs_inverse()
         native, was_numpy = self._accept(x, "x")
         z, logdet = self._inverse(native)
         return self._give(z, was_numpy), self._give(logdet, was_numpy)
@@ -296,6 +298,7 @@ class Flow(abc.ABC):
         return int(n), check_seed(seed)
 
     def train_step(self, x) -> float:
+        self._needs_inverse()
         native, _ = self._accept(x, "x")
         return float(self._train_step(native))
 
@@ -318,6 +321,7 @@ class Flow(abc.ABC):
         """Gradient of the mean NLL of batch x with respect to every trained canonical
         array, by canonical name; parameters are left unchanged. Parity tests compare
         these across backends directly, so no optimizer convention can hide a difference."""
+        self._needs_inverse()
         native, _ = self._accept(x, "x")
         return {k: np.asarray(self.backend.to_numpy(v), np.float32)
                 for k, v in self._gradients(native).items()}
@@ -332,6 +336,8 @@ class Flow(abc.ABC):
 
         Central finite differences here; backends override it with autodiff.
         """
+        if direction != "forward":
+            self._needs_inverse()
         fn = self.forward if direction == "forward" else self.inverse
         a = np.asarray(a, np.float32)
         n, d = a.shape
@@ -364,6 +370,13 @@ class Flow(abc.ABC):
         return None  # no data-dependent layer by default
 
     # --- checks -----------------------------------------------------------------------
+    def _needs_inverse(self) -> None:
+        """UnsupportedOp for an op that maps data to the latent on a flow without x -> z
+        (planar, radial: ``spec.invertible``)."""
+        if not getattr(self.spec, "invertible", True):
+            from .residual import no_inverse
+            raise UnsupportedOp(no_inverse(self.spec))
+
     def _accept(self, a, what: str):
         dim = self.spec.dim
         if self.backend.is_native(a):

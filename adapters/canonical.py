@@ -47,6 +47,8 @@ actnorm   z = (x - loc) * exp(-log_scale); data-dependent init sets loc = mean a
 lu        z = W x, W = P L (U + diag(sign * exp(log_diag))), L unit lower triangular,
           U strictly upper; (P y)_i = y[perm[i]]. log|det| = sum(log_diag).
 scale     NICE's final diagonal scaling: z = x * exp(log_scale).
+planar, radial   Rezende & Mohamed's layers (``residual.py``), one per layer, z -> x in
+          closed form only (sampling direction, ``inverted``); no conditioner network.
 
 Base: standard normal or standard logistic, independent over dimensions.
 
@@ -64,6 +66,8 @@ Conditioner networks are MLPs ``y = act(x @ weight + bias)``; weight is (fan_in,
 ``layers.{l}.lu.log_diag``                            (dim,)
 ``layers.{l}.lu.sign`` (dim,) float, ``.perm`` (dim,) int64: fixed, not trained
 ``scale.log_scale``                                   (dim,)
+``layers.{l}.planar.u``, ``.w`` (dim,), ``.b`` (1,)   raw, before the constraint
+``layers.{l}.radial.z0`` (dim,), ``.alpha``, ``.beta`` (1,)   raw, before the constraint
 Every float array is float32.
 """
 
@@ -75,6 +79,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidInput
+from .residual import KINDS as RESIDUAL, PARAMS as RESIDUAL_PARAMS
 
 if TYPE_CHECKING:  # spec.py imports this module: the specs call the layout written here
     from .spec import FlowSpec, Spec
@@ -92,7 +97,7 @@ FIXED = ("perm", "sign")  # canonical arrays that are structure, not trained par
 @dataclass(frozen=True)
 class Block:
     name: str                      # weight-name prefix, e.g. "layers.0.made"
-    kind: str                      # coupling | made | actnorm | lu | scale
+    kind: str                      # coupling | made | actnorm | lu | scale | planar | radial
     dim: int
     inverted: bool = False         # sampling-fast: the core map h runs z -> x
     identity: tuple[int, ...] = ()     # coupling: conditioning indices A
@@ -144,6 +149,9 @@ def blocks(spec: FlowSpec) -> list[Block]:
     out: list[Block] = []
     P, D = spec.params_per_dim, spec.dim
     inverted = spec.direction == "sampling"
+    if spec.transform in RESIDUAL:
+        return [Block(f"layers.{l}.{spec.transform}", spec.transform, D, True)
+                for l in range(spec.layers)]
     for l in range(spec.layers):
         if spec.actnorm:
             out.append(Block(f"layers.{l}.actnorm", "actnorm", D))
@@ -204,6 +212,9 @@ def vector_weight_shapes(spec: FlowSpec) -> dict[str, tuple[tuple[int, ...], str
             shapes[f"{b.name}.perm"] = ((D,), "int64")
         elif b.kind == "scale":
             shapes[f"{b.name}.log_scale"] = ((D,), "float32")
+        elif b.kind in RESIDUAL:
+            for p in RESIDUAL_PARAMS[b.kind]:
+                shapes[f"{b.name}.{p}"] = ((D,) if p in ("u", "w", "z0") else (1,), "float32")
     return shapes
 
 
@@ -245,7 +256,23 @@ def vector_init_weights(spec: FlowSpec, seed: int = 0) -> dict[str, np.ndarray]:
             w.update({f"{b.name}.{k}": v for k, v in lu_init(rng, D).items()})
         elif b.kind == "scale":
             w[f"{b.name}.log_scale"] = np.zeros(D, np.float32)
+        elif b.kind in RESIDUAL:
+            w.update({f"{b.name}.{k}": v for k, v in residual_init(rng, b.kind, D).items()})
     return w
+
+
+def residual_init(rng: np.random.Generator, kind: str, D: int) -> dict[str, np.ndarray]:
+    """normflows' initialisation: planar u, w ~ U(+-1/sqrt(D)), b = 0; radial centre
+    z0 ~ N(0, I), raw alpha and beta ~ U(+-1/sqrt(D)) (beta = -alpha + softplus(raw)
+    starts small: each layer starts near the identity)."""
+    lim = 1.0 / np.sqrt(D)
+    if kind == "planar":
+        return {"u": rng.uniform(-lim, lim, D).astype(np.float32),
+                "w": rng.uniform(-lim, lim, D).astype(np.float32),
+                "b": np.zeros(1, np.float32)}
+    return {"z0": rng.standard_normal(D).astype(np.float32),
+            "alpha": rng.uniform(-lim, lim, 1).astype(np.float32),
+            "beta": rng.uniform(-lim, lim, 1).astype(np.float32)}
 
 
 def vector_random_weights(spec: FlowSpec, seed: int = 0,

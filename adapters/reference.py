@@ -10,6 +10,8 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
 from . import canonical as C
+from .errors import UnsupportedOp
+from .residual import no_inverse
 from .spec import FlowSpec
 
 
@@ -167,8 +169,31 @@ class Reference:
             total += ld[:, 0]
         return out, total
 
+    def _residual(self, b: C.Block, z):
+        """A planar or radial layer z -> x, in the paper's own form (not residual.py's)."""
+        w, n = self.w, b.name
+        if b.kind == "planar":
+            u, v, bias = w[f"{n}.u"], w[f"{n}.w"], w[f"{n}.b"][0]
+            wu = v @ u
+            u_hat = u + (-1 + softplus(wu) - wu) * v / (v @ v)
+            t = np.tanh(z @ v + bias)
+            psi = (1 - t ** 2)[:, None] * v
+            return z + t[:, None] * u_hat, np.log(np.abs(1 + psi @ u_hat))
+        alpha = softplus(w[f"{n}.alpha"][0])
+        beta = -alpha + softplus(w[f"{n}.beta"][0])
+        diff = z - w[f"{n}.z0"]
+        r = np.linalg.norm(diff, axis=1)
+        h = 1 / (alpha + r)
+        dh = -1 / (alpha + r) ** 2
+        ld = (z.shape[1] - 1) * np.log1p(beta * h) + np.log1p(beta * h + beta * dh * r)
+        return z + (beta * h)[:, None] * diff, ld
+
     def _block(self, b: C.Block, u, to_latent: bool):
         w, n = self.w, b.name
+        if b.kind in ("planar", "radial"):
+            if to_latent:
+                raise UnsupportedOp(no_inverse(self.spec))
+            return self._residual(b, u)
         if b.conditioned:
             return self._core(b, u, inverse=(to_latent == b.inverted))
         if b.kind == "actnorm":

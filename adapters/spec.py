@@ -14,7 +14,9 @@ transform="mlp", ...)``.
 Axes
 ----
 transform    additive | affine | mlp | spline     the scalar bijection per dimension
-conditioner  coupling | autoregressive            what its parameters may depend on
+             | planar | radial                    or a whole-vector residual layer
+conditioner  coupling | autoregressive | none     what its parameters may depend on (none:
+                                                  planar and radial have no network)
 direction    density | sampling                   which way is one pass: density-fast
              (MAF-like, x -> z cheap) or sampling-fast (IAF-like, z -> x cheap)
 scale        exp | sigmoid                        affine scale: exp(s) or Glow's sigmoid(s + 2)
@@ -34,8 +36,9 @@ import numpy as np
 from . import canonical
 from .errors import SpecError, UnknownArch, UnsupportedSpec
 
-TRANSFORMS = ("additive", "affine", "mlp", "spline")
-CONDITIONERS = ("coupling", "autoregressive")
+RESIDUAL = ("planar", "radial")  # layers of Rezende & Mohamed 2015: see residual.py
+TRANSFORMS = ("additive", "affine", "mlp", "spline", *RESIDUAL)
+CONDITIONERS = ("coupling", "autoregressive", "none")
 DIRECTIONS = ("density", "sampling")
 SCALES = ("exp", "sigmoid")
 LINEARS = ("none", "lu")
@@ -66,7 +69,20 @@ PRESET_DOCS = {
     "glow": ("ActNorm + LU 1x1 linear map + affine coupling with sigmoid scale "
              "(Kingma & Dhariwal 2018)"),
 }
-ARCHS = tuple(PRESETS) + ("custom",)
+# Flows with no closed-form inverse: sample, forward, sample_and_log_prob and reverse-KL
+# training only. Kept apart from PRESETS, the flows that have the whole contract.
+ONE_WAY_PRESETS: dict[str, dict] = {
+    "planar": dict(transform="planar", conditioner="none", direction="sampling"),
+    "radial": dict(transform="radial", conditioner="none", direction="sampling"),
+}
+PRESET_DOCS.update({
+    "planar": "K planar layers x = z + u tanh(w.z + b), u constrained so w.u >= -1; "
+              "sampling direction only (Rezende & Mohamed 2015)",
+    "radial": "K radial layers x = z + beta (z - z0) / (alpha + |z - z0|), beta >= "
+              "-alpha; sampling direction only (Rezende & Mohamed 2015)",
+})
+ALL_PRESETS = {**PRESETS, **ONE_WAY_PRESETS}
+ARCHS = tuple(ALL_PRESETS) + ("custom",)
 
 # spec family -> the spec class that describes it (for messages; image.py defines ImageSpec)
 FAMILIES = {"vector": "FlowSpec", "image": "ImageSpec"}
@@ -146,7 +162,7 @@ class FlowSpec(Spec):
         if not isinstance(self.arch, str) or self.arch not in ARCHS:
             raise UnknownArch(
                 f"unknown arch {self.arch!r}; known: {', '.join(ARCHS)}")
-        preset = PRESETS.get(self.arch, {})
+        preset = ALL_PRESETS.get(self.arch, {})
         for axis, default in _DEFAULTS.items():
             if getattr(self, axis) is None:
                 object.__setattr__(self, axis, preset.get(axis, default))
@@ -180,6 +196,15 @@ class FlowSpec(Spec):
             raise SpecError(f"layers must be >= 1, got {self.layers}")
         if not self.hidden or min(self.hidden) < 1:
             raise SpecError(f"hidden needs at least one layer of width >= 1, got {self.hidden}")
+        if (self.transform in RESIDUAL) != (self.conditioner == "none"):
+            raise SpecError(f"transform={self.transform!r} with conditioner="
+                            f"{self.conditioner!r}: planar and radial layers take "
+                            f"conditioner='none', and only they do")
+        if self.transform in RESIDUAL and (self.direction != "sampling" or self.actnorm
+                                           or self.linear != "none" or self.final_scale):
+            raise SpecError(f"a {self.transform} flow is its layers alone, in the sampling "
+                            f"direction (direction='sampling', no actnorm, linear or "
+                            f"final_scale): its one closed-form map is z -> x")
         if self.conditioner == "coupling" and self.dim < 2:
             raise SpecError("a coupling layer needs dim >= 2: with dim 1 there is nothing "
                             "to condition on (use conditioner='autoregressive')")
@@ -195,7 +220,7 @@ class FlowSpec(Spec):
     @property
     def label(self) -> str:
         """The preset name when the axes are exactly the preset's, else a description."""
-        preset = PRESETS.get(self.arch)
+        preset = ALL_PRESETS.get(self.arch)
         if preset is not None and all(getattr(self, k) == preset.get(k, d)
                                       for k, d in _DEFAULTS.items()):
             return self.arch
@@ -212,9 +237,16 @@ class FlowSpec(Spec):
 
     @property
     def params_per_dim(self) -> int:
-        """Conditioner outputs per transformed dimension (canonical layout)."""
+        """Conditioner outputs per transformed dimension (canonical layout); 0 for the
+        residual layers, which have no conditioner."""
         return {"additive": 1, "affine": 2, "mlp": 3 * self.naf_hidden,
-                "spline": 3 * self.bins - 1}[self.transform]
+                "spline": 3 * self.bins - 1, "planar": 0, "radial": 0}[self.transform]
+
+    @property
+    def invertible(self) -> bool:
+        """Whether x -> z has a closed form or a solver here (inverse, log_prob of outside
+        data, NLL training); planar and radial flows have neither."""
+        return self.transform not in RESIDUAL
 
     # --- the spec protocol: the vector layout of canonical.py -----------------------------
     def blocks(self) -> list[canonical.Block]:

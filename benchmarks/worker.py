@@ -76,7 +76,7 @@ def spec_of(cell: Cell, dim: int):
 
 def time_ops(flow, backend, rows: Rows, cell: Cell, data=None, target=None) -> None:
     """Every op of the cell at every batch size; a failing op is a row, the rest go on."""
-    from .flops import op_flops
+    from .flops import flops_per_pass, op_flops
 
     rng = np.random.default_rng(cell.seed)
     for batch in cell.batches:
@@ -103,6 +103,8 @@ def time_ops(flow, backend, rows: Rows, cell: Cell, data=None, target=None) -> N
             rows.add("compile", max(t["first"] - t["median"], 0.0), "s", op, "value", **more)
             rows.add("passes", passes, "count", op, "value", **more)
             rows.add("throughput", batch / t["median"], "samples/s", op, "median", **more)
+            if not flops_per_pass(flow.spec):  # no conditioner network (planar,
+                continue                        # radial): no conditioner FLOPs to count
             analytic = op_flops(flow.spec, op, passes, batch)
             work = executed_work(flow, calls[op], analytic)
             rows.add("analytic_flops", analytic, "FLOP", op, "value", **more)

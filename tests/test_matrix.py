@@ -102,7 +102,7 @@ def test_bad_matrices_are_clear_errors(tmp_path):
         matrix.load(str(tmp_path / "m.yaml"))
     from flowbench import adapters
     with pytest.raises(adapters.UnknownArch):
-        matrix.load("quick", {"archs": ["planar"]})
+        matrix.load("quick", {"archs": ["sylvester"]})
 
 
 def test_shards_are_disjoint_and_cover_the_matrix():

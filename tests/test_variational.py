@@ -77,12 +77,14 @@ def _losses_and_weights(backend, variant, arch, target, weights, z, steps=3):
     return losses, flow.get_weights(), flow.passes
 
 
-@pytest.mark.parametrize("arch, variants", [("iaf", "all"), ("maf", "default")])
+@pytest.mark.parametrize("arch, variants", [("iaf", "all"), ("maf", "default"),
+                                            ("planar", "all"), ("radial", "all")])
 def test_the_step_is_the_same_in_every_backend_and_variant(arch, variants):
     """Shared weights and base draws: the same losses and the same weights after three
     Adam steps (Adam's first step is lr * sign(g): later steps see the gradients' size).
-    Every execution variant on IAF (one pass per layer), the default ones on MAF (dim
-    passes); the transforms' own forward passes are held to parity in test_parity."""
+    Every execution variant on IAF (one pass per layer), planar and radial, the default
+    ones on MAF (dim passes); the transforms' own forward passes are held to parity in
+    test_parity and test_residual."""
     target = _Shifted(DIM)
     spec = make_spec(arch, DIM, LAYERS)
     weights = spec.random_weights(1)

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import canonical as C, naf
+from .. import canonical as C, naf, residual
+from ..errors import UnsupportedOp
 from ..conditioner import mlp
 from ..passes import PassCounter
 from ..spline import spline
@@ -139,9 +140,27 @@ class Permute(distrax.Bijector):
         return y[..., jnp.argsort(self.perm)], jnp.zeros(y.shape[:-1], y.dtype)
 
 
+class Residual(distrax.Bijector):
+    """A planar or radial layer (``adapters/residual.py``): its inverse is the layer's
+    z -> x; its forward, x -> z, has no closed form and is refused."""
+
+    def __init__(self, kind: str, arrays, spec):
+        super().__init__(event_ndims_in=1)
+        self.kind, self.arrays, self.spec = kind, arrays, spec
+
+    def forward_and_log_det(self, x):
+        raise UnsupportedOp(residual.no_inverse(self.spec))
+
+    def inverse_and_log_det(self, y):
+        return residual.layer(OPS, self.kind, y, self.arrays)  # log|det dx/dz|: the
+        # inverse's own log-det
+
+
 def block_bijector(block: C.Block, params: dict, spec, counter: PassCounter) -> distrax.Bijector:
     """One canonical block as a distrax bijector whose forward is x -> z."""
     n = block.name
+    if block.kind in residual.KINDS:
+        return Residual(block.kind, residual.named(params, block), spec)
     if block.kind == "actnorm":
         return distrax.Block(distrax.Chain([
             distrax.ScalarAffine(shift=jnp.zeros_like(params[f"{n}.loc"]),

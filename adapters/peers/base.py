@@ -7,7 +7,13 @@ from importlib import metadata
 
 from ..base import Backend, Flow
 from ..errors import UnsupportedOp, UnsupportedSpec
-from ..spec import PRESETS, FlowSpec, check_spec
+from ..spec import ONE_WAY_PRESETS, PRESETS, FlowSpec, check_spec
+
+# planar and radial: normflows ships both (nf.flows.Planar, Radial), flowjax a Planar; the
+# matched backends are the reference for them so far
+ONE_WAY_WHY = ("flowbench adapts no library's planar or radial flow yet (normflows ships "
+               "both, flowjax a planar one); the matched torch, jax and tfp backends have "
+               "them")
 
 # protocol op -> the method a torch or jax peer backend names it by
 LIBRARY_OPS = {"log_prob": "log_prob", "inverse": "to_latent", "forward": "to_data",
@@ -42,7 +48,8 @@ class PeerBackend(Backend):
         """The declared offer for spec, or UnsupportedSpec saying why there is none."""
         check_spec(spec, self.families)
         if spec.arch not in self.offers:
-            why = self.missing.get(spec.arch, "the library ships nothing for it")
+            why = self.missing.get(spec.arch, ONE_WAY_WHY if spec.arch in ONE_WAY_PRESETS
+                                   else "the library ships nothing for it")
             raise UnsupportedSpec(f"{self.name} does not offer {spec.arch!r}: {why}")
         if spec.label != spec.arch:
             raise UnsupportedSpec(f"{self.name} builds its library's own presets; "

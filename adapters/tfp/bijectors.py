@@ -40,7 +40,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from .. import canonical as C, naf
+from .. import canonical as C, naf, residual
+from ..errors import UnsupportedOp
 from ..conditioner import mlp
 from ..passes import PassCounter
 from .ops import OPS
@@ -128,9 +129,36 @@ class MaskedAutoregressive(tfb.MaskedAutoregressiveFlow):
             return super()._forward(x, **kwargs)
 
 
+class Residual(tfb.Bijector):
+    """A planar or radial layer (``adapters/residual.py``): its inverse is the layer's
+    z -> x; its forward, x -> z, has no closed form and is refused. TFP asks for the
+    inverse and its log-det separately: the layer runs twice (cheap next to a network)."""
+
+    def __init__(self, kind: str, arrays, spec, name="residual"):
+        self.kind, self.arrays, self.spec = kind, arrays, spec
+        super().__init__(forward_min_event_ndims=1, name=name, parameters=dict(kind=kind))
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return dict()
+
+    def _forward(self, x):
+        raise UnsupportedOp(residual.no_inverse(self.spec))
+
+    _forward_log_det_jacobian = _forward
+
+    def _inverse(self, y):
+        return residual.layer(OPS, self.kind, y, self.arrays)[0]
+
+    def _inverse_log_det_jacobian(self, y):
+        return residual.layer(OPS, self.kind, y, self.arrays)[1]
+
+
 def block_bijector(block: C.Block, params: dict, spec, counter: PassCounter) -> tfb.Bijector:
     """One canonical block as a TFP bijector whose forward is x -> z."""
     n = block.name
+    if block.kind in residual.KINDS:
+        return Residual(block.kind, residual.named(params, block), spec)
     if block.kind == "actnorm":
         return tfb.Chain([tfb.Scale(log_scale=-params[f"{n}.log_scale"]),
                           tfb.Shift(-params[f"{n}.loc"])])

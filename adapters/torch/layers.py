@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import canonical as C
+from .. import canonical as C, residual
+from ..errors import UnsupportedOp
 from ..passes import PassCounter
+from .ops import OPS
 from .transformers import EAGER, transformer
 
 
@@ -159,7 +161,27 @@ class Scale(nn.Module):
         return z * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(z.shape[0])
 
 
+class Residual(nn.Module):
+    """A planar or radial layer (``residual.py``): z -> x only."""
+
+    def __init__(self, block: C.Block, spec):
+        super().__init__()
+        self.kind, self.spec = block.kind, spec
+        for p in residual.PARAMS[block.kind]:
+            shape = (block.dim,) if p in ("u", "w", "z0") else (1,)
+            self.register_parameter(p, nn.Parameter(torch.zeros(shape)))
+
+    def to_latent(self, x, steps=None):
+        raise UnsupportedOp(residual.no_inverse(self.spec))
+
+    def to_data(self, z, steps=None):
+        return residual.layer(OPS, self.kind, z,
+                              [getattr(self, p) for p in residual.PARAMS[self.kind]])
+
+
 def make_block(block: C.Block, spec, counter: PassCounter) -> nn.Module:
     if block.conditioned:
         return Conditioned(block, spec, counter)
+    if block.kind in residual.KINDS:
+        return Residual(block, spec)
     return {"actnorm": ActNorm, "lu": LU, "scale": Scale}[block.kind](block.dim)
