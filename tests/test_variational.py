@@ -278,3 +278,19 @@ def test_a_target_section_names_its_unfinished_cells_with_the_reason():
     assert line == ("funnel: not finished (blank above): maf torch: FloatingPointError: "
                     "reverse-KL training diverged at step 130")
     assert _failed_lines("funnel", rows.iloc[1:]) == []
+
+
+def test_mode_coverage_shows_each_share_with_its_standard_error():
+    """Two seeds of one cell: the mean shares, and the largest of their standard errors
+    sqrt(mean se^2 / 2), by hand."""
+    import pandas as pd
+
+    from flowbench.benchmarks.report.variational import _mode_lines
+
+    rows = pd.DataFrame([
+        {"arch": "iaf", "column": "jax", "mode": m, "value": v, "stderr": e}
+        for m, v, e in ((0, 0.6, 0.03), (1, 0.4, 0.01), (0, 0.4, 0.04), (1, 0.6, 0.02))])
+    lines = _mode_lines("u1", T.load("u1"), rows)
+    se = math.sqrt((0.03 ** 2 + 0.04 ** 2) / 2 / 2)  # mode 0's, the larger
+    assert f"| iaf    | 0.50 / 0.50 (±{se:.3f}) |" in lines[2]
+    assert "± the largest standard error" in lines[0]

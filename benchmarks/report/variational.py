@@ -73,13 +73,22 @@ def _failed_lines(target: str, bad: pd.DataFrame) -> list[str]:
 
 def _mode_lines(target, t, modes: pd.DataFrame) -> list[str]:
     """Each mode's share of the draws (mode order as in the target's terms), beside the
-    target's share; one cell per arch x backend, means over seeds."""
-    shares = modes.groupby(["arch", "column", "mode"])["value"].mean()
-    text = shares.groupby(["arch", "column"]).apply(
-        lambda s: " / ".join(f"{v:.2f}" for v in s.sort_index(level="mode")))
+    target's share; one cell per arch x backend, means over seeds, with the largest of
+    the shares' binomial standard errors (of a mean over k seeds: sqrt(mean se^2 / k))."""
+    g = modes.groupby(["arch", "column", "mode"])
+    shares = pd.DataFrame({"value": g["value"].mean(),
+                           "se": g["stderr"].apply(lambda e: float(np.sqrt(
+                               np.mean(np.square(e)) / len(e))))})
+
+    def cell(s):
+        s = s.sort_index(level="mode")
+        return " / ".join(f"{v:.2f}" for v in s["value"]) + f" (±{s['se'].max():.3f})"
+
+    text = shares.groupby(["arch", "column"]).apply(cell)
     want = " / ".join(f"{v:.2f}" for v in t.mode_shares)
     return [f"{target}: mode coverage, each mode's share of the draws (the target's: "
-            f"{want}; a mode is where that term of the target is the largest):", "",
+            f"{want}; a mode is where that term of the target is the largest; ± the "
+            f"largest standard error of the cell's shares):", "",
             text.unstack("column").fillna("").to_markdown(), ""]
 
 
