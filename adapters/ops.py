@@ -10,6 +10,7 @@ that really differs, a loop that stops on data (``until``).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -106,13 +107,14 @@ class NumpyOps(Ops):
 
 
 NUMPY_OPS = NumpyOps()
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)  # a constant: no numpy call in traced code
 
 
 def base_log_prob(ops: "Ops", z, base: str):
     """log p(z) per row of the factorised base: standard normal or standard logistic
     (the reference's formulas, over a framework's table)."""
     if base == "normal":
-        per = -0.5 * z * z - 0.5 * float(np.log(2 * np.pi))
+        per = -0.5 * z * z - _HALF_LOG_2PI
     else:
         per = -z - 2.0 * ops.softplus(-z)
     return ops.sum(per, 1)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import types
 
 import numpy as np
@@ -58,6 +57,7 @@ from .. import canonical as C
 from ..base import Backend, Flow, TrainConfig
 from ..errors import UnsupportedOp
 from ..native.torch import TorchArrays, counted_work
+from ..ops import base_log_prob
 from ..passes import PassCounter
 from ..spec import FlowSpec, Spec
 from . import transformers as T
@@ -65,7 +65,6 @@ from .image import ImageModule
 from .ops import OPS
 from .layers import ActNorm, Conditioned, counts_now, make_block
 
-_LOG_2PI = math.log(2 * math.pi)
 VARIANTS = ("eager", "compile")
 RECOMPILE_LIMIT = 8  # input shapes each op of a compile-variant flow compiles for
 
@@ -112,9 +111,7 @@ class FlowModule(nn.Module):
                    for b in self.blocks if isinstance(b, Conditioned))
 
     def base_log_prob(self, z):
-        if self.spec.base == "normal":
-            return (-0.5 * z * z - 0.5 * _LOG_2PI).sum(1)
-        return (-z - 2 * torch.nn.functional.softplus(-z)).sum(1)
+        return base_log_prob(OPS, z, self.spec.base)
 
     def log_prob(self, x, steps=T.EAGER):
         z, ld = self.to_latent(x, steps)
