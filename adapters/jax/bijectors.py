@@ -107,17 +107,25 @@ class MaskedAutoregressive(distrax.Bijector):
 class SplitCoupling(distrax.Bijector):
     """v_A = u_A, v_B = g(u_B; theta(u_A)). distrax.MaskedCoupling runs the transformer on
     every dimension (the masked ones with dummy parameters) and then masks: twice the
-    spline work at even dim. This one transforms only B."""
+    spline work at even dim. This one transforms only B. A and B are the two contiguous
+    halves of the canonical masks: static slices and a concatenation, not a gather and a
+    scatter (as TFP's RealNVP does)."""
 
     def __init__(self, A, B, conditioner, make):
         super().__init__(event_ndims_in=1)
-        self.A, self.B, self.conditioner, self.make = A, B, conditioner, make
+        if np.any(np.diff(A) != 1) or np.any(np.diff(B) != 1):
+            raise ValueError(f"coupling halves must be contiguous, got {A} and {B}")
+        self.conditioner, self.make = conditioner, make
+        self.A, self.B = slice(int(A[0]), int(A[-1]) + 1), slice(int(B[0]), int(B[-1]) + 1)
+        self.a_first = A[0] < B[0]
 
     def _apply(self, x, inverse: bool):
-        g = self.make(self.conditioner(x[:, self.A]))
+        xa = x[:, self.A]
+        g = self.make(self.conditioner(xa))
         fn = g.inverse_and_log_det if inverse else g.forward_and_log_det
         v, ld = fn(x[:, self.B])
-        return x.at[:, self.B].set(v), ld.sum(-1)
+        parts = [xa, v] if self.a_first else [v, xa]
+        return jnp.concatenate(parts, axis=1), ld.sum(-1)
 
     def forward_and_log_det(self, x):
         return self._apply(x, inverse=False)
