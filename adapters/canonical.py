@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InvalidInput
-from .residual import KINDS as RESIDUAL, PARAMS as RESIDUAL_PARAMS
+from .residual import KINDS as RESIDUAL, PARAMS as RESIDUAL_PARAMS, shape as residual_shape
 
 if TYPE_CHECKING:  # spec.py imports this module: the specs call the layout written here
     from .spec import FlowSpec, Spec
@@ -214,7 +214,7 @@ def vector_weight_shapes(spec: FlowSpec) -> dict[str, tuple[tuple[int, ...], str
             shapes[f"{b.name}.log_scale"] = ((D,), "float32")
         elif b.kind in RESIDUAL:
             for p in RESIDUAL_PARAMS[b.kind]:
-                shapes[f"{b.name}.{p}"] = ((D,) if p in ("u", "w", "z0") else (1,), "float32")
+                shapes[f"{b.name}.{p}"] = (residual_shape(p, D), "float32")
     return shapes
 
 

@@ -11,7 +11,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 
 from . import canonical as C
 from .errors import UnsupportedOp
-from .residual import no_inverse
+from .residual import KINDS as RESIDUAL_KINDS, no_inverse
 from .spec import FlowSpec
 
 
@@ -190,7 +190,7 @@ class Reference:
 
     def _block(self, b: C.Block, u, to_latent: bool):
         w, n = self.w, b.name
-        if b.kind in ("planar", "radial"):
+        if b.kind in RESIDUAL_KINDS:
             if to_latent:
                 raise UnsupportedOp(no_inverse(self.spec))
             return self._residual(b, u)

@@ -30,6 +30,11 @@ KINDS = ("planar", "radial")
 PARAMS = {"planar": ("u", "w", "b"), "radial": ("z0", "alpha", "beta")}
 
 
+def shape(param: str, dim: int) -> tuple[int]:
+    """A layer array's shape: vectors over the event (u, w, z0), else one scalar (1,)."""
+    return (dim,) if param in ("u", "w", "z0") else (1,)
+
+
 def planar_u_hat(ops, u, w):
     """The constrained u of a planar layer, and softplus(w.u) = 1 + w.u_hat."""
     wu = ops.sum(w * u, 0)

@@ -168,8 +168,7 @@ class Residual(nn.Module):
         super().__init__()
         self.kind, self.spec = block.kind, spec
         for p in residual.PARAMS[block.kind]:
-            shape = (block.dim,) if p in ("u", "w", "z0") else (1,)
-            self.register_parameter(p, nn.Parameter(torch.zeros(shape)))
+            self.register_parameter(p, nn.Parameter(torch.zeros(residual.shape(p, block.dim))))
 
     def to_latent(self, x, steps=None):
         raise UnsupportedOp(residual.no_inverse(self.spec))
