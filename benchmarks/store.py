@@ -112,6 +112,12 @@ def _alive(claim: Claim) -> bool:
     return _process_start(claim.pid) == claim.started
 
 
+def _making_mark(f: Path) -> bool:
+    """The temporary file of a mark another driver is writing now: two drivers started
+    together on a new store both create it, and neither may take the other for a squatter."""
+    return f.name.startswith(f".{MARK}.")
+
+
 class Store:
     """A results store folder (made on first use when ``create``)."""
 
@@ -121,7 +127,7 @@ class Store:
             if not create:
                 raise FileNotFoundError(f"{self.path} is not a flowbench results store "
                                         f"(no {MARK} file)")
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(not _making_mark(f) for f in self.path.iterdir()):
                 raise FileExistsError(f"{self.path} holds files but no {MARK} file: not a "
                                       "results store; choose another --out")
             write_atomic(self.path / MARK, LAYOUT + "\n")

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flowbench.benchmarks import report, results
-from flowbench.benchmarks.store import Store, file_key
+from flowbench.benchmarks.store import Store, file_key, is_store
 from flowbench.benchmarks.tidy import write_atomic
 
 ROW = dict(cell="a", backend="torch", arch="maf", kind="time", op="log_prob", metric="time",
@@ -108,6 +108,14 @@ def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
         Store(tmp_path / "mine")
     with pytest.raises(FileNotFoundError, match="not a flowbench results store"):
         Store(tmp_path / "none", create=False)
+
+
+def test_a_store_another_driver_is_creating_now_is_joined(tmp_path):
+    """Two drivers started together on a new --out: the second sees only the first one's
+    half-written mark and makes the same store (CI once failed the two-driver test so)."""
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / ".STORE.k3j9x2").write_text("")
+    assert is_store(Store(tmp_path / "new").path)
 
 
 def test_a_csv_from_before_the_store_is_imported_by_merge(tmp_path):
