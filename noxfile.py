@@ -36,11 +36,12 @@ def shared_env(session: nox.Session) -> Path:
     want = install_fingerprint()
     if not (stamp.exists() and stamp.read_text() == want):
         session.log(f"building the shared environment in {ENV} (once; ~4 GB)")
-        session.run(sys.executable, "-m", "venv", "--clear", str(ENV), external=True)
-        session.run(str(ENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--upgrade", "pip", external=True)
-        session.run(str(ENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "-e", f"{ROOT}[all]", external=True)
+        session.run_install(sys.executable, "-m", "venv", "--clear", str(ENV), external=True)
+        # run_install: `nox --install-only` builds the environment and runs nothing else
+        session.run_install(str(ENV / "bin" / "python"), "-m", "pip", "install",
+                            "--quiet", "--upgrade", "pip", external=True)
+        session.run_install(str(ENV / "bin" / "python"), "-m", "pip", "install",
+                            "--quiet", "-e", f"{ROOT}[all]", external=True)
         stamp.write_text(want)
     return ENV / "bin"
 
