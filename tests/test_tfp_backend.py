@@ -59,6 +59,30 @@ def test_ops_trace_once(tfp_backend, variant, rng):
     assert flow.traces["log_prob"] == (1 if variant == "function" else 2)
 
 
+def test_function_ops_bound_to_a_flow_follow_its_weights_and_keep_the_trace_shared(
+        tfp_backend, rng):
+    """The function variant calls the spec's shared trace through a per-flow wrapper that
+    captures the flow's variables: after set_weights (and on a second flow of the spec)
+    every op agrees with eager TF on the new weights, and the shared ops trace once."""
+    spec = make_spec("iaf", 3, layers=2, hidden=(6, 5))  # a spec no other test traces
+    x = rng.standard_normal((9, 3)).astype(np.float32)
+    flows = [tfp_backend.build(spec, seed=s, variant="function") for s in (0, 1)]
+    eager = tfp_backend.build(spec, variant="eager")
+    for f in flows:
+        f.log_prob(x), f.sample(9, seed=3)  # bind, then change the weights under it
+    for k, f in enumerate(flows):
+        w = C.random_weights(spec, 10 + k)
+        f.set_weights(w)
+        eager.set_weights(w)
+        for op in (lambda g: g.log_prob(x), lambda g: g.inverse(x)[0],
+                   lambda g: g.forward(x)[1], lambda g: g.sample(9, seed=3),
+                   lambda g: g.sample_and_log_prob(9, seed=3)[1]):
+            np.testing.assert_allclose(op(f), op(eager), rtol=1e-5, atol=1e-5)
+    assert all(flows[0].traces[op] == 1 for op in OPS), dict(flows[0].traces)
+    assert {k[0] for k in flows[1]._bound_fns} >= {"log_prob", "inverse", "forward",
+                                                    "sample", "sample_and_log_prob"}
+
+
 @pytest.mark.parametrize("arch", ["realnvp", "maf", "iaf"])
 def test_round_trip_evaluates_the_network_not_a_cache(tfp_backend, arch, rng):
     """TFP bijectors cache results keyed on the tensor; an op handed the tensor another op
