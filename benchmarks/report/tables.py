@@ -231,10 +231,14 @@ def timing_section(df, name: str, peak: tuple[float, str] | None) -> list[str]:
 
 def fastest_by_framework(df) -> pd.DataFrame:
     """Per framework, spec, op, shape and device: the fastest matched backend variant
-    against the fastest peer."""
+    against the fastest peer, each median with its IQR (a ratio near 1 means nothing
+    without them)."""
     med = _ok(df, "time", "median")
     if med.empty:
         return pd.DataFrame()
+    where = ["run_id", "cell", "op", "batch"]  # the IQR of the same run's same op
+    iqr = _ok(df, "time", "iqr").set_index(where)["value"]
+    iqr = iqr[~iqr.index.duplicated(keep="last")]
     med = _label(med.assign(
         framework=med["backend"].map(framework),
         side=np.where(med["backend"].isin(list(adapters.MATCHED)), "matched", "peer")),
@@ -248,10 +252,13 @@ def fastest_by_framework(df) -> pd.DataFrame:
         if any(b.empty for b in best.values()):
             continue
         m, p = best["matched"].iloc[0], best["peer"].iloc[0]
+        spread = {s: iqr.get(tuple(r[where]), np.nan) * 1e3
+                  for s, r in (("matched", m), ("peer", p))}
         rows.append({"framework": fw, "arch": arch, "op": op, "dim": int(dim),
                      "batch": int(batch), "matched": m["column"],
-                     "matched ms": m["value"] * 1e3, "peer": p["column"],
-                     "peer ms": p["value"] * 1e3, "matched / peer": m["value"] / p["value"]})
+                     "matched ms": m["value"] * 1e3, "matched IQR": spread["matched"],
+                     "peer": p["column"], "peer ms": p["value"] * 1e3,
+                     "peer IQR": spread["peer"], "matched / peer": m["value"] / p["value"]})
     return pd.DataFrame(rows)
 
 
