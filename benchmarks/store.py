@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .tidy import COLUMNS, ordered, writable_mode, write_atomic
+from .tidy import COLUMNS, ordered, temporary_prefix, writable_mode, write_atomic
 
 MARK = "STORE"
 LAYOUT = "flowbench-store 1"
@@ -115,7 +115,7 @@ def _alive(claim: Claim) -> bool:
 def _making_mark(f: Path) -> bool:
     """The temporary file of a mark another driver is writing now: two drivers started
     together on a new store both create it, and neither may take the other for a squatter."""
-    return f.name.startswith(f".{MARK}.")
+    return f.name.startswith(temporary_prefix(MARK))
 
 
 class Store:
@@ -142,7 +142,7 @@ class Store:
 
     def _write(self, path: Path, rows) -> None:
         table = to_table(rows)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp = path.with_name(temporary_prefix(path.name) + uuid.uuid4().hex[:8])
         try:
             pq.write_table(table, tmp)
             os.chmod(tmp, writable_mode())

@@ -29,12 +29,18 @@ def writable_mode() -> int:
     return 0o666 & ~umask
 
 
+def temporary_prefix(name: str) -> str:
+    """The name a file is written under before its rename to ``name`` (a store tells a
+    file still being written from a stray one by it)."""
+    return f".{name}."
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename: readers (and a run killed
     mid-write) see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
