@@ -8,6 +8,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 
 @lru_cache(maxsize=1)
@@ -37,7 +38,35 @@ def set_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The processor model and its widest vector unit, from /proc/cpuinfo. Two hosts of one
+    name (a VM) can carry different chips, and the matmul peaks move with them: on AMD's
+    Zen 4 (family 25) AVX-512 runs at AVX2's rate, on Zen 5 (family 26) at twice it, and
+    MKL, torch's CPU matmul, takes its AVX2 path on both."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            first.setdefault(key.strip(), value.strip())
+    name = first.get("model name") or platform.processor() or platform.machine()
+    flags = set(first.get("flags", "").split())
+    widest = next((f for f in ("avx512f", "avx2", "avx", "sse2") if f in flags), "")
+    where = ", ".join(f"{k} {first[k]}" for k in ("cpu family", "model") if k in first)
+    detail = "; ".join(x for x in (where, widest) if x)
+    return f"{name} ({detail})" if detail else name
+
+
 def describe() -> dict:
     return {"git_commit": git_commit(), "machine": platform.node(),
             "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count()}
+            "cpu": _cpu(), "cpu_count": os.cpu_count()}
+
+
+@lru_cache(maxsize=1)
+def _cpu() -> str:
+    return cpu_name()

@@ -37,7 +37,8 @@ LAYOUT = "flowbench-store 1"
 TEXT = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
         "backend_version", "variant", "kind", "arch", "transform", "conditioner",
         "direction", "hidden", "dataset", "op", "metric", "unit", "statistic", "status",
-        "error", "cell", "source", "counter", "note", "matrix"]
+        "error", "cell", "source", "counter", "note", "matrix", "platform", "python",
+        "cpu"]
 INTEGER = ["dim", "layers", "bins", "batch", "repeats", "threads", "seed", "step"]
 FLOAT = ["value", "passes"]
 

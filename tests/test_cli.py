@@ -38,7 +38,8 @@ def test_quick_run_writes_results_and_report(tmp_path, capsys):
     assert set(med.op) == {"log_prob", "sample"} and (med.value > 0).all()
     passes = df[(df.metric == "passes") & (df.backend == "torch") & (df.arch == "maf")]
     assert dict(zip(passes.op, passes.value)) == {"log_prob": 4, "sample": 8}  # 4 layers
-    assert {"git_commit", "run_id", "threads", "backend_version", "timestamp"} <= set(df)
+    assert {"git_commit", "run_id", "threads", "backend_version", "timestamp",
+            "cpu"} <= set(df)
     report = (tmp_path / "REPORT.md").read_text()
     assert "test NLL" in report and "Reproduce: `flowbench run quick`" in report
     assert "## Conventions" in report and "did not run" in report
@@ -88,3 +89,14 @@ def test_passes_and_conventions_tables(tmp_path, capsys):
     assert cli.main(["conventions", "--backends", "nflows", "--out", str(tmp_path)]) == 0
     conv = (tmp_path / "conventions.md").read_text()
     assert "## maf" in conv and "softplus(s) + 1e-3" in conv and "nflows: nflows has no" in conv
+
+
+def test_cpu_name_gives_model_family_and_widest_vector_unit():
+    from flowbench.benchmarks.environment import cpu_name
+
+    info = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+            "model name\t: AMD EPYC 9B45\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw\n\n"
+            "processor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: other\n")
+    assert cpu_name(info) == "AMD EPYC 9B45 (cpu family 26, model 2; avx512f)"
+    assert cpu_name(info.replace(" avx512f avx512bw", "")) == (
+        "AMD EPYC 9B45 (cpu family 26, model 2; avx2)")

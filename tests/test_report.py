@@ -183,10 +183,13 @@ def test_fastest_by_framework_matched_against_peer(tmp_path):
 # -- environment, quality, problems -------------------------------------------------------
 
 
-def _calibration(run_id, peak, overhead, machine):
+ZEN4 = "AMD EPYC (cpu family 25, model 17; avx512f)"
+
+
+def _calibration(run_id, peak, overhead, machine, cpu=ZEN4):
     base = dict(run_id=run_id, kind="calibration", cell=f"calibration-{run_id}",
-                machine=machine, git_commit="abc1234", threads=2, op="", status="ok",
-                error="", matrix="standard")
+                machine=machine, cpu=cpu, git_commit="abc1234", threads=2, op="",
+                status="ok", error="", matrix="standard")
     return [{**base, "metric": "timer_overhead", "value": overhead, "unit": "s",
              "statistic": "median"},
             {**base, "metric": "gemm_peak", "value": peak, "unit": "GFLOP/s",
@@ -200,11 +203,14 @@ def _calibration(run_id, peak, overhead, machine):
 
 def test_environment_section_peak_overhead_per_run_and_versions(tmp_path):
     rows = (_calibration("r1", 123.456, 1.4e-7, "box1")
-            + _calibration("r2", 50.04, 2.5e-7, "box2")
+            + _calibration("r2", 50.04, 2.5e-7, "box2", cpu="AMD EPYC (cpu family 26)")
             + timed(1e-3, 1e-4, run_id="r1", machine="box1"))
     text = "\n".join(report.environment_section(load(tmp_path, rows)))
     runs = {r["run_id"]: r for r in md_table(text, "## Environment")}
     assert runs["r1"]["machine"] == "box1" and runs["r2"]["machine"] == "box2"
+    # one host name can carry two chips with matmul peaks 2x apart: each run says its own
+    assert runs["r1"]["cpu"] == ZEN4
+    assert runs["r2"]["cpu"] == "AMD EPYC (cpu family 26)"
     assert runs["r1"]["GEMM peak (GFLOP/s)"] == "123.5"
     assert runs["r2"]["GEMM peak (GFLOP/s)"] == "50"
     assert runs["r1"]["timer overhead (us)"] == "0.14"  # 1.4e-7 s

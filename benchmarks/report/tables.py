@@ -120,7 +120,7 @@ PASSES_NOTE = (
 def environment_section(df) -> list[str]:
     cal = df[df["kind"] == "calibration"]
     lines = ["## Environment", ""]
-    env_cols = [c for c in ["matrix", "machine", "platform", "python", "cpu_count",
+    env_cols = [c for c in ["matrix", "machine", "platform", "python", "cpu", "cpu_count",
                             "git_commit", "threads"] if c in df]
     runs = df.groupby("run_id")[env_cols].last() if "run_id" in df else pd.DataFrame()
     peaks = _ok(cal, "gemm_peak").groupby("run_id")["value"].max()
