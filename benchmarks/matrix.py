@@ -267,7 +267,25 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
                                     why = (f"backend {b} has no execution variant "
                                            f"{variant!r}; it has: {', '.join(info['variants'])}")
                                 cells[same] = cell.replace(skip=why)
-    return list(cells.values())
+    return compared_together(list(cells.values()))
+
+
+def compared_together(cells: list[Cell]) -> list[Cell]:
+    """The cells in an order where those a table compares run one after another, each
+    group where its first cell was (``comparison_groups``)."""
+    return [c for group in comparison_groups(cells) for c in group]
+
+
+def comparison_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells a table compares (one arch, spec, device and seed; every backend and
+    variant), grouped in order of first appearance. On a machine whose speed drifts over
+    minutes (a shared VM), two cells timed minutes apart differ by the drift as well as by
+    their code, and two cells timed on two machines by the machines."""
+    groups: dict[Cell, list[Cell]] = {}
+    for c in cells:
+        same = c.replace(backend="", variant="", batches=(), skip=None)
+        groups.setdefault(same, []).append(c)
+    return list(groups.values())
 
 
 def _data_or_dims(f: dict) -> list:
@@ -322,8 +340,9 @@ def _image_skip(backend: str, arch: str, cell: Cell) -> str | None:
 
 
 def shard(cells: list[Cell], spec: str | None) -> list[Cell]:
-    """The i-th of N interleaved slices ("i/N", 1-based): every machine gets a similar mix
-    of cheap and costly cells, and the slices are disjoint and cover the matrix."""
+    """The i-th of N interleaved slices ("i/N", 1-based) of the comparison groups: every
+    machine gets a similar mix of cheap and costly cells, the slices are disjoint and
+    cover the matrix, and cells a table compares are measured on one machine."""
     if not spec:
         return cells
     try:
@@ -332,4 +351,4 @@ def shard(cells: list[Cell], spec: str | None) -> list[Cell]:
         raise MatrixError(f"--shard must be i/N with 1 <= i <= N, got {spec!r}") from None
     if not 1 <= i <= n:
         raise MatrixError(f"--shard must be i/N with 1 <= i <= N, got {spec!r}")
-    return cells[i - 1::n]
+    return [c for group in comparison_groups(cells)[i - 1::n] for c in group]

@@ -115,6 +115,26 @@ def test_shards_are_disjoint_and_cover_the_matrix():
             matrix.shard(cells, bad)
 
 
+def _compared(c):
+    return (c.kind, c.arch, c.dim, c.dataset, c.device, c.seed)
+
+
+def test_cells_a_table_compares_run_one_after_another_and_share_a_shard():
+    cells = matrix.expand(matrix.load("peers"), DESCRIBED)
+    groups = [_compared(c) for c in cells]
+    runs = [g for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
+    assert len(runs) == len(set(runs))  # each arch's backends back to back, never split
+    first = [c for c in cells if c.arch == cells[0].arch]
+    assert {c.backend for c in first} >= {"torch", "jax", "tfp", "zuko", "tfp-keras"}
+    assert [c.variant for c in first if c.backend == "torch"] == ["eager", "compile"]
+    standard = matrix.expand(matrix.load("standard"), DESCRIBED)
+    where = {}
+    for i in (1, 2, 3):
+        for c in matrix.shard(standard, f"{i}/3"):
+            assert where.setdefault(_compared(c), i) == i  # one machine per comparison
+    assert set(where.values()) == {1, 2, 3}
+
+
 def test_results_append_dedupe_replace_and_merge(tmp_path):
     row = dict(cell="a", backend="torch", op="log_prob", metric="time", statistic="median",
                batch=16, value=1.0, status="ok")
