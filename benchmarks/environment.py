@@ -38,6 +38,7 @@ def set_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
+@lru_cache(maxsize=4)
 def cpu_name(cpuinfo: str | None = None) -> str:
     """The processor model and its widest vector unit, from /proc/cpuinfo. Two hosts of one
     name (a VM) can carry different chips, and the matmul peaks move with them: on AMD's
@@ -64,9 +65,4 @@ def cpu_name(cpuinfo: str | None = None) -> str:
 def describe() -> dict:
     return {"git_commit": git_commit(), "machine": platform.node(),
             "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": _cpu(), "cpu_count": os.cpu_count()}
-
-
-@lru_cache(maxsize=1)
-def _cpu() -> str:
-    return cpu_name()
+            "cpu": cpu_name(), "cpu_count": os.cpu_count()}

@@ -267,13 +267,8 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
                                     why = (f"backend {b} has no execution variant "
                                            f"{variant!r}; it has: {', '.join(info['variants'])}")
                                 cells[same] = cell.replace(skip=why)
-    return compared_together(list(cells.values()))
-
-
-def compared_together(cells: list[Cell]) -> list[Cell]:
-    """The cells in an order where those a table compares run one after another, each
-    group where its first cell was (``comparison_groups``)."""
-    return [c for group in comparison_groups(cells) for c in group]
+    # the cells a table compares run one after another, each group where its first was
+    return [c for group in comparison_groups(list(cells.values())) for c in group]
 
 
 def comparison_groups(cells: list[Cell]) -> list[list[Cell]]:
