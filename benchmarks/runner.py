@@ -76,6 +76,7 @@ class Interrupted(KeyboardInterrupt):
 _LIVE: set = set()  # worker processes now running, ended together on an interrupt
 _LIVE_LOCK = threading.Lock()
 _STOP = threading.Event()  # set by an interrupt: no new worker starts
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _end(proc: subprocess.Popen) -> None:
@@ -99,14 +100,17 @@ def _spawn(args: list[str], threads: int, timeout: float,
     included (the worker also ends itself when this process dies: worker.watch_parent)."""
     if _STOP.is_set():
         raise Interrupted()
-    proc = subprocess.Popen([sys.executable, "-m", "flowbench.benchmarks.worker", *args],
-                            env=child_env(threads, cpus), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-        if _STOP.is_set():
-            _end(proc)
+    proc = None
     try:
+        with _interrupts_held():
+            proc = subprocess.Popen([sys.executable, "-m", "flowbench.benchmarks.worker",
+                                     *args], env=child_env(threads, cpus), cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+            with _LIVE_LOCK:
+                _LIVE.add(proc)
+                if _STOP.is_set():
+                    _end(proc)
         _, err = proc.communicate(timeout=timeout)
         return proc.returncode, (err or "")[-2000:]
     except subprocess.TimeoutExpired:
@@ -114,12 +118,34 @@ def _spawn(args: list[str], threads: int, timeout: float,
         _, err = proc.communicate()
         return None, (err or "")[-2000:]
     except BaseException:
-        _end(proc)
-        proc.wait()
+        if proc is not None:
+            _end(proc)
+            proc.wait()
         raise
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(proc)
+
+
+_HELD: list | None = None  # while the main thread starts a worker: interrupts wait here
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Ctrl-C and SIGTERM wait while the main thread starts a worker: one raised inside
+    ``Popen``, after the child exists and before it is known, would leave it running
+    after the driver exits. Held ones are raised on leaving."""
+    global _HELD
+    if threading.current_thread() is not threading.main_thread() or _HELD is not None:
+        yield
+        return
+    _HELD = []
+    try:
+        yield
+    finally:
+        held, _HELD = _HELD, None
+        if held:
+            raise Interrupted(signum=held[0])
 
 
 def describe_backends(threads: int, names=(), timeout: float = 900) -> dict:
@@ -396,21 +422,25 @@ def progress_bar(console, progress: bool, total: int):
 
 
 @contextlib.contextmanager
-def stop_on_sigterm():
-    """SIGTERM becomes ``Interrupted`` in the main thread, as Ctrl-C is KeyboardInterrupt:
-    the run unwinds, ends its workers and releases its claims."""
+def stop_on_interrupt():
+    """SIGTERM and Ctrl-C become ``Interrupted`` in the main thread (a KeyboardInterrupt,
+    whatever handler an imported library set): the run unwinds, ends its workers and
+    releases its claims."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def raise_interrupted(signum, frame):
+        if _HELD is not None:
+            return _HELD.append(signum)
         raise Interrupted(signum=signum)
 
-    old = signal.signal(signal.SIGTERM, raise_interrupted)
+    old = {sig: signal.signal(sig, raise_interrupted) for sig in _INTERRUPTS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool = False,
@@ -421,7 +451,7 @@ def run_matrix(m: M.Matrix, out: Path, *, shard: str | None = None, force: bool 
     summary = RunSummary(run_id=new_run_id(), path=Path(out), force=force)
     _STOP.clear()
     writer = _Writer(Store(out), summary, m.name, console)
-    with stop_on_sigterm():
+    with stop_on_interrupt():
         try:
             if executor is None:
                 summary.described = writer.described = _describe(m, writer, console)

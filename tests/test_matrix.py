@@ -191,11 +191,16 @@ def _workers_of(mark: str) -> dict[int, int]:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    """Whether a process of the group still runs. A zombie does not: killed grandchildren
+    (a worker's ``git``) wait for init to reap them, which here takes up to 2 s."""
+    import psutil
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return False
 
 
 def _driver(path, out):
@@ -261,6 +266,27 @@ def test_a_terminated_run_stops_cleanly_and_resumes(tmp_path):
     assert set(kept.run_id) == set(first[first.cell.isin(done)].run_id)
     rpt = (out / "REPORT.md").read_text()
     assert "`log_prob`, dim 2, batch 32" in rpt and "passes per layer" in rpt
+
+
+def test_a_sigterm_while_a_worker_starts_still_ends_that_worker(monkeypatch):
+    """SIGTERM lands inside ``Popen``, after the child exists and before the runner knows
+    it (the moment a driver is most often stopped): the child is still killed and reaped
+    before the interrupt leaves ``_spawn``."""
+    import signal
+    started = []
+
+    class StoppedWhileStarting(subprocess.Popen):
+        def __init__(self, args, **kw):
+            super().__init__(["sleep", "60"], **kw)
+            started.append(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler would run here, were the signal not held
+
+    monkeypatch.setattr(runner.subprocess, "Popen", StoppedWhileStarting)
+    with pytest.raises(runner.Interrupted), runner.stop_on_interrupt():
+        runner._spawn(["cell"], threads=1, timeout=60)
+    assert started and started[0].returncode == -signal.SIGKILL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 
 def test_a_timed_out_cell_is_a_row_and_the_run_goes_on(tmp_path):
