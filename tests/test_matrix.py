@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from flowbench.benchmarks import flops, matrix, report, results, runner
@@ -178,7 +179,6 @@ timeout = 120
 def _workers_of(mark: str) -> dict[int, int]:
     """pid -> process group of every cell worker started with ``mark`` in its environment
     (a driver's workers inherit it)."""
-    import psutil
     found = {}
     for proc in psutil.process_iter(["pid"]):
         try:
@@ -193,7 +193,6 @@ def _workers_of(mark: str) -> dict[int, int]:
 def _group_alive(pgid: int) -> bool:
     """Whether a process of the group still runs. A zombie does not: killed grandchildren
     (a worker's ``git``) wait for init to reap them, which here takes up to 2 s."""
-    import psutil
     for proc in psutil.process_iter(["status"]):
         try:
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
