@@ -38,7 +38,7 @@ TEXT = ["run_id", "timestamp", "git_commit", "machine", "device", "backend",
         "backend_version", "variant", "kind", "arch", "transform", "conditioner",
         "direction", "hidden", "dataset", "op", "metric", "unit", "statistic", "status",
         "error", "cell", "source", "counter", "note", "matrix", "platform", "python",
-        "cpu"]
+        "cpu", "malloc"]
 INTEGER = ["dim", "layers", "bins", "batch", "repeats", "threads", "seed", "step"]
 FLOAT = ["value", "passes"]
 

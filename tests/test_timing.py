@@ -9,6 +9,10 @@ noise. One test on the real clock checks that the real clock is the one used.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -224,3 +228,39 @@ def test_timer_overhead_asks_measure_for_exactly_its_calls(monkeypatch):
     assert seen == {"min_repeats": 123, "min_time": 0.0, "fn": None, "block": None}
     timer_overhead()
     assert seen["min_repeats"] == 20_000
+
+
+_SCRATCH = """
+import ctypes, ctypes.util, json, resource, sys
+from flowbench.benchmarks import environment
+environment.set_threads(1)
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+n = 40 * 2**20  # above glibc's largest mmap threshold (32 MiB)
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(ctypes.c_size_t(n))
+    ctypes.memset(p, 1, n)
+    libc.free(ctypes.c_void_p(p))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"malloc": environment.describe()["malloc"], "faults": faults}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator and fault counts")
+@pytest.mark.parametrize("policy", ["heap", "default"])
+def test_a_cells_scratch_above_32_mib_is_not_page_faulted_back_in_on_every_call(policy):
+    """glibc maps allocations above 32 MiB afresh each time; a measuring process keeps them
+    on the heap, so a repeated call finds its scratch already paged in (the opt-out keeps
+    glibc's policy, records it, and pays the faults, which shows this test can see them)."""
+    env = dict(os.environ, FLOWBENCH_MALLOC=policy)
+    out = subprocess.run([sys.executable, "-c", _SCRATCH], capture_output=True, text=True,
+                         env=env, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["malloc"] == policy
+    pages = 40 * 2**20 // 4096
+    if policy == "heap":
+        assert max(got["faults"][1:]) < pages // 100
+    else:
+        assert min(got["faults"][1:]) > pages // 2

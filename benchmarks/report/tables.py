@@ -121,7 +121,7 @@ def environment_section(df) -> list[str]:
     cal = df[df["kind"] == "calibration"]
     lines = ["## Environment", ""]
     env_cols = [c for c in ["matrix", "machine", "platform", "python", "cpu", "cpu_count",
-                            "git_commit", "threads"] if c in df]
+                            "git_commit", "threads", "malloc"] if c in df]
     runs = df.groupby("run_id")[env_cols].last() if "run_id" in df else pd.DataFrame()
     peaks = _ok(cal, "gemm_peak").groupby("run_id")["value"].max()
     over = _ok(cal, "timer_overhead").groupby("run_id")["value"].last()
