@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from flowbench.benchmarks import metrics, report
-from flowbench.benchmarks.report import quality
+from flowbench.benchmarks.report import quality, tables
 
 # transform, conditioner, direction of the presets used here (adapters/spec.py)
 SPECS = {"maf": ("affine", "autoregressive", "density"),
@@ -20,7 +20,7 @@ SPECS = {"maf": ("affine", "autoregressive", "density"),
 def row(metric, value, *, backend="torch", variant="eager", arch="maf", op="log_prob",
         statistic="value", dim=2, batch=256, layers=5, hidden="128x128", bins=8,
         device="cpu", seed=0, kind="time", dataset="", status="ok", error="",
-        run_id="r1", machine="box", passes=5, **more):
+        run_id="r1", machine="box", passes=5, repeats=10, **more):
     """One row as benchmarks/worker.py writes it (and the runner stamps it)."""
     transform, conditioner, direction = SPECS[arch]
     cell = f"{kind}-{backend}-{variant}-{arch}-{dim}-{layers}-{hidden}-{bins}-{device}-{seed}"
@@ -29,8 +29,9 @@ def row(metric, value, *, backend="torch", variant="eager", arch="maf", op="log_
                 variant=variant, kind=kind, arch=arch, transform=transform,
                 conditioner=conditioner, direction=direction, dim=dim, layers=layers,
                 hidden=hidden, bins=bins, dataset=dataset, batch=batch, op=op,
-                metric=metric, value=value, unit="s", statistic=statistic, repeats=10,
-                passes=passes, threads=2, seed=seed, status=status, error=error, cell=cell,
+                metric=metric, value=value, unit="s", statistic=statistic,
+                passes=passes, repeats=repeats, threads=2, seed=seed, status=status,
+                error=error, cell=cell,
                 **more)
 
 
@@ -178,6 +179,25 @@ def test_fastest_by_framework_matched_against_peer(tmp_path):
     for r in fast.to_dict("records"):
         assert (round(r["matched IQR"], 9), round(r["peer IQR"], 9)) == \
             (round(r["matched ms"] / 10, 9), round(r["peer ms"] / 10, 9))
+
+
+def test_the_ratio_carries_its_standard_error_from_each_cells_own_iqr_and_repeats(tmp_path):
+    rows = (timed(1e-3, 1e-4, backend="torch", repeats=25)
+            + timed(2e-3, 4e-4, backend="zuko", repeats=16))
+    r = report.fastest_by_framework(load(tmp_path, rows)).iloc[0]
+    rel_matched = np.sqrt(np.pi / 2) * 0.1 / 1.349 / 5 / 1.0  # SE / median
+    rel_peer = np.sqrt(np.pi / 2) * 0.4 / 1.349 / 4 / 2.0
+    assert r["matched / peer"] == pytest.approx(0.5)
+    assert r["± SE"] == pytest.approx(0.5 * np.hypot(rel_matched, rel_peer), rel=1e-6)
+
+
+def test_the_standard_error_of_a_median_from_its_iqr_matches_repeated_draws():
+    rng = np.random.default_rng(0)
+    n, sigma = 25, 0.3
+    draws = rng.normal(5.0, sigma, size=(20000, n))
+    spread = np.std(np.median(draws, axis=1))
+    iqr = np.mean(np.subtract(*np.percentile(draws, [75, 25], axis=1)))
+    assert tables.median_se(5.0, iqr, n) == pytest.approx(spread, rel=0.06)
 
 
 # -- environment, quality, problems -------------------------------------------------------

@@ -229,10 +229,25 @@ def timing_section(df, name: str, peak: tuple[float, str] | None) -> list[str]:
     return lines
 
 
+def median_se(median: float, iqr: float, repeats: float) -> float:
+    """Standard error of a median of ``repeats`` timings, from their IQR: sqrt(pi / 2)
+    sigma / sqrt(n), sigma = IQR / 1.349 (both exact for normal noise). It holds the
+    noise within the cell's repeats; drift between two cells timed minutes apart is not
+    in it, which is why the cells a table compares run one after another."""
+    if not (repeats and repeats > 0) or np.isnan(iqr):
+        return np.nan
+    return np.sqrt(np.pi / 2) * iqr / 1.349 / np.sqrt(repeats)
+
+
+def ratio_se(a: float, se_a: float, b: float, se_b: float) -> float:
+    """Standard error of a / b for independent a and b (first-order delta method)."""
+    return abs(a / b) * np.hypot(se_a / a, se_b / b)
+
+
 def fastest_by_framework(df) -> pd.DataFrame:
     """Per framework, spec, op, shape and device: the fastest matched backend variant
-    against the fastest peer, each median with its IQR (a ratio near 1 means nothing
-    without them)."""
+    against the fastest peer, each median with its IQR, and the ratio with its standard
+    error (a ratio near 1 means nothing without it)."""
     med = _ok(df, "time", "median")
     if med.empty:
         return pd.DataFrame()
@@ -254,11 +269,16 @@ def fastest_by_framework(df) -> pd.DataFrame:
         m, p = best["matched"].iloc[0], best["peer"].iloc[0]
         spread = {s: iqr.get(tuple(r[where]), np.nan) * 1e3
                   for s, r in (("matched", m), ("peer", p))}
+        se = {s: median_se(r["value"] * 1e3, spread[s], r.get("repeats", np.nan))
+              for s, r in (("matched", m), ("peer", p))}
+        ratio = m["value"] / p["value"]
         rows.append({"framework": fw, "arch": arch, "op": op, "dim": int(dim),
                      "batch": int(batch), "matched": m["column"],
                      "matched ms": m["value"] * 1e3, "matched IQR": spread["matched"],
                      "peer": p["column"], "peer ms": p["value"] * 1e3,
-                     "peer IQR": spread["peer"], "matched / peer": m["value"] / p["value"]})
+                     "peer IQR": spread["peer"], "matched / peer": ratio,
+                     "± SE": ratio_se(m["value"] * 1e3, se["matched"], p["value"] * 1e3,
+                                      se["peer"])})
     return pd.DataFrame(rows)
 
 
