@@ -49,3 +49,30 @@ def test_efficiency_is_against_the_best_peak_and_above_it_is_an_error():
                                        "numpy GFLOP/s": 80.0, "torch GFLOP/s": 100.0}
     text = "\n".join(report.timing_section(df[df.kind == "time"], "m", (100.0, "torch")))
     assert "100 GFLOP/s (torch's" in text and "Those numbers are wrong" in text
+
+
+def test_tensorflows_peak_is_the_better_of_xla_and_its_own_kernel(monkeypatch):
+    """tfp's function and eager variants run TF's own matmul, faster than XLA's on some
+    chips: a peak from XLA alone put those cells at 100% and could put them above."""
+    load_or_skip("tfp")
+    import tensorflow as tf
+
+    from flowbench.adapters.native import tf as native_tf
+
+    seen = []
+
+    def fake_rate(fn, flop, min_time):
+        fn()
+        seen.append(flop)
+        return (120.0, 150.0)[len(seen) - 1]  # XLA's first, then TF's own kernel
+    monkeypatch.setattr(native_tf, "best_rate", fake_rate)
+    jit_flags = []
+    real = tf.function
+
+    def spy(f, **kw):
+        jit_flags.append(bool(kw.get("jit_compile")))
+        return real(f, **kw)
+    monkeypatch.setattr(native_tf.tf, "function", spy)
+    backend = load_or_skip("tfp")
+    assert backend.matmul_gflops(n=64, min_time=0.01) == 150.0
+    assert sorted(jit_flags) == [False, True] and seen == [2 * 64 ** 3] * 2

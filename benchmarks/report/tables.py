@@ -132,7 +132,8 @@ def environment_section(df) -> list[str]:
     roof = roofline_table(cal)
     if len(roof):
         lines += ["Float32 matmul rate of each framework's own matmul (numpy's BLAS, torch, "
-                  "jitted jax, TF under XLA; 2048 x 2048, best of 1 s) and the memory "
+                  "jitted jax, TF the better of XLA and its own kernel; 2048 x 2048, best of 1 s) "
+                  "and the memory "
                   "bandwidth of a 256 MB copy, at the run's thread count. Efficiencies in "
                   "the report are against the best of these.", "",
                   roof.to_markdown(floatfmt=".1f"), ""]
