@@ -172,7 +172,11 @@ def block_bijector(block: C.Block, params: dict, spec, counter: PassCounter) -> 
         perm = tf.cast(params[f"{n}.perm"], tf.int32)
         return tfb.ScaleMatvecLU(lower_upper, tf.argsort(perm))
     masks = C.block_masks(block)
-    masks = None if masks is None else [tf.constant(m) for m in masks]
+    if masks is not None:  # masked once per call: TFP's while_loop would redo it every pass
+        params = dict(params)
+        for k, m in enumerate(masks):
+            params[f"{n}.net.{k}.weight"] = params[f"{n}.net.{k}.weight"] * tf.constant(m)
+        masks = None
     act = tf.nn.relu if spec.activation == "relu" else tf.tanh
     P = block.params_per_dim
 
