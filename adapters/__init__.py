@@ -75,6 +75,13 @@ def _reason(name: str) -> str | None:
     return None
 
 
+def framework(name: str) -> str:
+    """The framework a backend runs on (the first module its registry entry needs); "?"
+    for a name the registry does not hold."""
+    entry = REGISTRY.get(name)
+    return entry.needs[0] if entry else "?"
+
+
 def loaded() -> list[str]:
     """Backends this process has loaded so far."""
     return list(_loaded)
@@ -107,5 +114,5 @@ __all__ = [
     "ARCHS", "ONE_WAY_PRESETS", "PRESETS", "PRESET_DOCS", "Backend", "BackendUnavailable",
     "DTypeError", "DeviceError", "Entry", "Flow", "FlowSpec", "FlowbenchError", "InvalidInput",
     "NonFiniteError", "MATCHED", "PEERS", "ShapeError", "SpecError", "TrainConfig", "UnknownArch",
-    "UnsupportedOp", "UnsupportedSpec", "available", "load", "loaded", "names",
+    "UnsupportedOp", "UnsupportedSpec", "available", "framework", "load", "loaded", "names",
 ]

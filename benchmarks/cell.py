@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 class Cell:
     """Args:
         kind: "time" (ops timed on random input), "train" (trained on ``dataset``,
-            then evaluated and timed on its test split) or "vi" (trained by reverse KL on
-            the target named in ``dataset``, then evaluated on its own draws and timed).
+            then evaluated and timed on its test split), "vi" (trained by reverse KL on
+            the target named in ``dataset``, then evaluated on its own draws and timed)
+            or "paired" (one framework's backends, joined by "+" in ``backend`` and
+            ``variant``, timed on random input in interleaved rounds:
+            ``benchmarks/paired.py``).
         backend, variant, arch, device, seed: what is built, where, from which seed.
         ops, batches: the ops timed and the batch sizes each op is timed at.
         threads: CPU threads every framework of the cell's process gets.
@@ -27,6 +30,7 @@ class Cell:
         dim: the dimension of a timing cell (a train cell takes its dataset's).
         dataset ... null_draws: training and evaluation settings of a train cell.
         image_levels ... data_path: the multi-scale image flow and data of an image cell.
+        rounds: the interleaved rounds of a paired cell.
         skip: why the cell cannot run (a skipped row), or None.
         key: the hash of the defining fields, set by ``keyed``.
         artifacts, jobs, timeout: where pictures go, how many cells run side by side and
@@ -70,6 +74,8 @@ class Cell:
     image_hidden: int | None = None
     logit_alpha: float | None = None
     data_path: str | None = None
+    # paired cells
+    rounds: int | None = None
     # not part of the key
     skip: str | None = field(default=None, compare=False)
     key: str = field(default="", compare=False)

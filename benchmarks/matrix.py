@@ -33,6 +33,11 @@ whose cells are the union over sweeps)::
     threads, timeout (s per cell), min_time, min_repeats, max_time (timing loop)
     jobs        cells run side by side, each pinned to its own ``threads`` CPUs (default
                 1: timings meant for comparison should not share the machine)
+    paired      true: after each comparison group (kind "time" or "train", not images),
+                one "paired" cell per framework that has a matched backend and a peer in
+                it: those backends and variants built in one process and timed in
+                interleaved rounds (``benchmarks/paired.py``), which the report's
+                matched-against-peer table prefers; ``rounds`` of them (default 10)
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ DEFAULTS = {
     "patience": 0, "quality": True, "metric_n": 2000, "null_draws": 20, "threads": 2,
     "timeout": 600.0, "min_time": 0.2, "min_repeats": 5, "max_time": 10.0, "description": "",
     "jobs": 1, "image_levels": 2, "image_steps": 4, "image_hidden": 32, "logit_alpha": 0.05,
-    "data_path": "",
+    "data_path": "", "paired": False, "rounds": 10,
 }
 # cells on image datasets carry these too (other cells do not, so their keys stay put)
 IMAGE_FIELDS = ("image_levels", "image_steps", "image_hidden", "logit_alpha", "data_path")
@@ -129,6 +134,7 @@ SCHEMA = {
                                                       "a string"),
     "image_levels": _int(1), "image_steps": _int(1), "image_hidden": _int(1),
     "logit_alpha": _num(0, hi=0.5), "data_path": ((lambda v: isinstance(v, str)), "a string"),
+    "paired": ((lambda v: isinstance(v, bool)), "true or false"), "rounds": _int(2),
 }
 
 
@@ -242,6 +248,7 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
     step found: backend name -> {"variants": [...], "reason": None or why unavailable,
     "missing": {arch: reason}}. Cells that cannot run carry ``skip`` with the reason."""
     cells: dict[tuple, Cell] = {}
+    rounds: dict[Cell, int] = {}  # comparison group -> rounds of its paired cells
     for f in m.sweep_fields():
         for b in backend_names(f["backends"]):
             info = described.get(b) or {"variants": [], "reason": f"unknown backend {b!r}; "
@@ -254,6 +261,8 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
                         for seed in f["seeds"]:
                             for data_or_dim in _data_or_dims(f):
                                 cell = _cell(f, b, variant, arch, device, seed, data_or_dim)
+                                if f["paired"]:
+                                    rounds[_group_of(cell)] = f["rounds"]
                                 same = cell.replace(batches=())  # a cell in two sweeps:
                                 if same in cells:                # the union of its batches
                                     have = cells[same]
@@ -267,20 +276,51 @@ def expand(m: Matrix, described: dict) -> list[Cell]:
                                     why = (f"backend {b} has no execution variant "
                                            f"{variant!r}; it has: {', '.join(info['variants'])}")
                                 cells[same] = cell.replace(skip=why)
-    # the cells a table compares run one after another, each group where its first was
-    return [c for group in comparison_groups(list(cells.values())) for c in group]
+    # the cells a table compares run one after another, each group where its first was,
+    # its paired cells last
+    return [c for group in comparison_groups(list(cells.values()))
+            for c in group + paired_cells(group, rounds.get(_group_of(group[0])))]
+
+
+def _group_of(cell: Cell) -> Cell:
+    return cell.replace(backend="", variant="", batches=(), skip=None)
 
 
 def comparison_groups(cells: list[Cell]) -> list[list[Cell]]:
     """The cells a table compares (one arch, spec, device and seed; every backend and
     variant), grouped in order of first appearance. On a machine whose speed drifts over
     minutes (a shared VM), two cells timed minutes apart differ by the drift as well as by
-    their code, and two cells timed on two machines by the machines."""
+    their code, and two cells timed on two machines by the machines: paired cells
+    (``paired_cells``) take that out of the ratio a table prints."""
     groups: dict[Cell, list[Cell]] = {}
     for c in cells:
-        same = c.replace(backend="", variant="", batches=(), skip=None)
-        groups.setdefault(same, []).append(c)
+        groups.setdefault(_group_of(c), []).append(c)
     return list(groups.values())
+
+
+def paired_cells(group: list[Cell], rounds: int | None) -> list[Cell]:
+    """One paired cell per framework whose matched backends and peers both have a cell
+    that runs in the group (None: the group is not paired). Its members are those cells'
+    backends and variants; it times on random input at the group's dimension (a train
+    group's: its dataset's), the group's ops, batches and timing settings."""
+    if not rounds:
+        return []
+    runnable = [c for c in group if c.skip is None and c.kind in ("time", "train")
+                and c.dataset not in IMAGE_NAMES]
+    out = []
+    for fw in dict.fromkeys(adapters.framework(c.backend) for c in runnable):
+        mine = [c for c in runnable if adapters.framework(c.backend) == fw]
+        if {c.backend in adapters.MATCHED for c in mine} != {True, False}:
+            continue
+        first = mine[0]
+        keep = {k: getattr(first, k) for k in ("arch", "device", "seed", "ops", "batches",
+                                               "threads", "timeout", "jobs", "artifacts")
+                + SPEC_FIELDS + TIMING_FIELDS}
+        out.append(Cell(kind="paired", backend="+".join(c.backend for c in mine),
+                        variant="+".join(c.variant for c in mine), dim=first.dim,
+                        dataset=first.dataset if first.kind == "train" else None,
+                        rounds=rounds, **keep).keyed())
+    return out
 
 
 def _data_or_dims(f: dict) -> list:

@@ -158,6 +158,11 @@ def check_load(rows: Rows, when: str) -> None:
     rows.add("load_check", load_check(), "GFLOP/s", statistic=when)
 
 
+def _dataset_dim(cell: Cell) -> int:
+    from flowbench import datasets
+    return datasets.density(cell.dataset).dim
+
+
 def run_cell(cell: Cell, out: str) -> int:
     from flowbench import adapters
     from flowbench.adapters.image import ImageSpec
@@ -172,6 +177,16 @@ def run_cell(cell: Cell, out: str) -> int:
     t0 = time.perf_counter()
     check_load(rows, "start")
     try:
+        if cell.kind == "paired":
+            from .paired import paired_cell
+            dim = cell.dim or _dataset_dim(cell)
+            spec = spec_of(cell, dim)
+            rows.base.update(dim=dim, transform=spec.transform,
+                             conditioner=spec.conditioner, direction=spec.direction)
+            paired_cell(cell, rows, spec, _status_of, _error)
+            check_load(rows, "end")
+            rows.status("ok", "", wall_s=time.perf_counter() - t0)
+            return 0
         backend = adapters.load(cell.backend)
         rows.base.update(backend_version=backend.version())
         dim, images, target = cell.dim, None, None
@@ -185,9 +200,7 @@ def run_cell(cell: Cell, out: str) -> int:
                              direction="density")
         else:
             if cell.kind == "train":
-                from flowbench import datasets
-                dim = datasets.density(cell.dataset).dim
-                rows.base["dim"] = dim
+                dim = rows.base["dim"] = _dataset_dim(cell)
             elif cell.kind == "vi":
                 from flowbench.datasets import targets
                 target = targets.load(cell.dataset)

@@ -29,6 +29,17 @@ __all__ = ["best_peak", "build", "efficiency_table", "environment_section",
            "timing_section", "_label", "_spread_table"]
 
 
+FASTEST_NOTE = (
+    "`timed`: *interleaved, n rounds* is a paired cell (matrix field `paired`): the "
+    "framework's backends built in one process and timed in n rounds, each round every "
+    "member's op for a short block in a fresh random order; ms and IQR are the median and "
+    "IQR of the round medians, the ratio the median over rounds of the two sides' ratio "
+    "in the same round, so the machine's drift, which moves both, is not in it or in its "
+    "SE. *separate cells* compares two cells timed in two processes at two moments: its "
+    "SE holds each cell's own repeats only, not the drift between them (on a shared VM, "
+    "+-25% over seconds).")
+
+
 def unreadable_section(problems: list[str]) -> list[str]:
     if not problems:
         return []
@@ -60,7 +71,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
     lines += environment_section(df)
     lines += quality_section(df, out_path.parent)
     lines += vi_section(df, out_path.parent)
-    timing = df[df["kind"].isin(["time", "train"])]
+    timing = df[df["kind"].isin(["time", "train", "paired"])]
     machines = df["machine"].astype(object).where(df["machine"].notna(), "?").astype(str)
     several = machines[timing.index].nunique() > 1
     # one section per machine where a matrix ran on several: no table, ratio or
@@ -78,7 +89,7 @@ def build(results_dir="results", out: str | None = None) -> Path:
         fast = fastest_by_framework(g)
         if len(fast):
             lines += ["### Fastest matched variant against the fastest peer, per framework",
-                      "", fast.to_markdown(index=False, floatfmt=".3g"), ""]
+                      "", fast.to_markdown(index=False, floatfmt=".3g"), "", FASTEST_NOTE, ""]
         pt = passes_table(g)
         if len(pt):
             lines += ["### Conditioner passes per layer (`log_prob / sample`), measured", "",

@@ -18,10 +18,7 @@ from ..store import is_store
 TIDY = {"metric", "status", "cell", "value"}
 
 
-def framework(backend: str) -> str:
-    """The framework a backend runs on (the first module its registry entry needs)."""
-    entry = adapters.REGISTRY.get(backend)
-    return entry[1][0] if entry else "?"
+framework = adapters.framework
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:

@@ -245,22 +245,79 @@ def ratio_se(a: float, se_a: float, b: float, se_b: float) -> float:
     return abs(a / b) * np.hypot(se_a / a, se_b / b)
 
 
+FASTEST_KEYS = ["framework", "arch", "op", "dim", "batch"]
+
+
 def fastest_by_framework(df) -> pd.DataFrame:
     """Per framework, spec, op, shape and device: the fastest matched backend variant
     against the fastest peer, each median with its IQR, and the ratio with its standard
-    error (a ratio near 1 means nothing without it)."""
+    error (a ratio near 1 means nothing without it). Where a paired cell timed the
+    framework's backends in interleaved rounds (``benchmarks/paired.py``), the row is
+    that measurement; else it compares the separate cells' medians. ``timed`` says
+    which."""
+    separate, paired = separate_cells_rows(df), paired_rows(df)
+    if paired.empty:
+        return separate
+    keys = FASTEST_KEYS + (["device"] if "device" in paired else [])
+    if not separate.empty:
+        covered = separate.set_index(keys).index.isin(paired.set_index(keys).index)
+        paired = pd.concat([paired, separate[~covered]], ignore_index=True)
+    return paired.sort_values(keys, kind="stable", ignore_index=True)
+
+
+def _sides(rows: pd.DataFrame, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows labelled with their framework and side (matched or peer), and the keys a
+    matched-against-peer row is one of."""
+    rows = _label(rows.assign(
+        framework=rows["backend"].map(framework),
+        side=np.where(rows["backend"].isin(list(adapters.MATCHED)), "matched", "peer")),
+        ("dim",), context=_measured(df))
+    return rows, FASTEST_KEYS + (["device"] if "device" in rows else [])
+
+
+def paired_rows(df) -> pd.DataFrame:
+    """The matched-against-peer rows of paired cells: per member, the median and IQR of
+    its round medians; the ratio is the median over rounds of matched / peer in the same
+    round, its SE that of a median from the IQR of the per-round log-ratios
+    (``median_se``), so drift that moves both sides together cancels out of both, and a
+    round in which the machine changed speed between the two blocks moves neither."""
+    rounds = _ok(df, "paired_time", "round")
+    if rounds.empty:
+        return pd.DataFrame()
+    rounds, keys = _sides(rounds, df)
+    out = []
+    for key, g in rounds.groupby(keys, dropna=False):
+        g = g[g["run_id"] == g["run_id"].max()]  # a cell measured again: its last run
+        per = g.pivot_table(index="step", columns="column", values="value", aggfunc="last")
+        side = g.groupby("column")["side"].first()
+        med = per.median()
+        best = {s: med[side[med.index] == s].sort_values() for s in ("matched", "peer")}
+        if any(b.empty for b in best.values()):
+            continue
+        m, p = best["matched"].index[0], best["peer"].index[0]
+        logs = np.log(per[m] / per[p]).dropna()
+        ratio = float(np.exp(logs.median()))
+        q1, q3 = np.percentile(logs, [25, 75]) if len(logs) > 1 else (np.nan, np.nan)
+        spread = (per.quantile(0.75) - per.quantile(0.25)) * 1e3
+        out.append({**dict(zip(keys, key)), "dim": int(key[3]), "batch": int(key[4]),
+                    "matched": m, "matched ms": med[m] * 1e3, "matched IQR": spread[m],
+                    "peer": p, "peer ms": med[p] * 1e3, "peer IQR": spread[p],
+                    "matched / peer": ratio,
+                    "± SE": ratio * median_se(0, q3 - q1, len(logs)),
+                    "timed": f"interleaved, {len(logs)} rounds"})
+    return pd.DataFrame(out)
+
+
+def separate_cells_rows(df) -> pd.DataFrame:
+    """The matched-against-peer rows from the medians of separate cells, each timed in
+    its own process at its own time."""
     med = _ok(df, "time", "median")
     if med.empty:
         return pd.DataFrame()
     where = ["run_id", "cell", "op", "batch"]  # the IQR of the same run's same op
     iqr = _ok(df, "time", "iqr").set_index(where)["value"]
     iqr = iqr[~iqr.index.duplicated(keep="last")]
-    med = _label(med.assign(
-        framework=med["backend"].map(framework),
-        side=np.where(med["backend"].isin(list(adapters.MATCHED)), "matched", "peer")),
-        ("dim",), context=_measured(df))
-    keys = ["framework", "arch", "op", "dim", "batch"] + (["device"] if "device" in med
-                                                         else [])
+    med, keys = _sides(med, df)
     rows = []
     for key, g in med.groupby(keys, dropna=False):
         fw, arch, op, dim, batch = key[:5]
@@ -273,13 +330,14 @@ def fastest_by_framework(df) -> pd.DataFrame:
         se = {s: median_se(r["value"] * 1e3, spread[s], r.get("repeats", np.nan))
               for s, r in (("matched", m), ("peer", p))}
         ratio = m["value"] / p["value"]
-        rows.append({"framework": fw, "arch": arch, "op": op, "dim": int(dim),
-                     "batch": int(batch), "matched": m["column"],
+        rows.append({**dict(zip(keys, key)), "dim": int(dim), "batch": int(batch),
+                     "matched": m["column"],
                      "matched ms": m["value"] * 1e3, "matched IQR": spread["matched"],
                      "peer": p["column"], "peer ms": p["value"] * 1e3,
                      "peer IQR": spread["peer"], "matched / peer": ratio,
                      "± SE": ratio_se(m["value"] * 1e3, se["matched"], p["value"] * 1e3,
-                                      se["peer"])})
+                                      se["peer"]),
+                     "timed": "separate cells"})
     return pd.DataFrame(rows)
 
 
