@@ -8,9 +8,9 @@ well as by their code. A paired cell builds every backend of one framework that 
 comparison group holds (matched variants and peers, same spec and seed) and times them
 in rounds: each round times every member's every op for a short block, members in a
 fresh random order, so neighbouring blocks share the machine's state. The report's
-ratio is the geometric mean over rounds of the per-round ratio, and its standard error
-comes from the spread of those per-round ratios: drift that moves both sides together
-is not in it.
+ratio is the median over rounds of the per-round ratio, and its standard error that of a
+median from the IQR of those per-round ratios (``report.tables.paired_rows``): drift
+that moves both sides together is not in it.
 
 Rows: ``paired_time`` (statistic ``round``, ``step`` = round, ``repeats`` = calls in the
 block) per member, op and batch, the member in ``backend`` / ``variant``. A member that
@@ -66,7 +66,7 @@ def rounds(calls: dict[Any, Callable[[], Any]], block: dict[Any, Callable[[Any],
     return out
 
 
-def paired_cell(cell, rows, spec, status_of, error_of) -> None:
+def paired_cell(cell, rows, spec, device: str, status_of, error_of) -> None:
     """Build each member, then time every op of every member at every batch in
     interleaved rounds (``cell.rounds`` of ``cell.min_time / cell.rounds`` seconds per
     member and op: each member gets the time a plain cell gives one op)."""
@@ -77,8 +77,8 @@ def paired_cell(cell, rows, spec, status_of, error_of) -> None:
         who = {"backend": b, "variant": v}
         try:
             backend = adapters.load(b)
-            flow = backend.build(spec, seed=cell.seed, device="cuda" if cell.device == "gpu"
-                                 else cell.device, variant=None if v == "default" else v)
+            flow = backend.build(spec, seed=cell.seed, device=device,
+                                 variant=None if v == "default" else v)
         except Exception as exc:  # a member that cannot be built is a row; the rest run
             rows.status(status_of(exc), error_of(exc), **who)
             continue

@@ -176,6 +176,7 @@ def run_cell(cell: Cell, out: str) -> int:
     rows = Rows(out, base)
     t0 = time.perf_counter()
     check_load(rows, "start")
+    device = "cuda" if cell.device == "gpu" else cell.device
     try:
         if cell.kind == "paired":
             from .paired import paired_cell
@@ -183,7 +184,7 @@ def run_cell(cell: Cell, out: str) -> int:
             spec = spec_of(cell, dim)
             rows.base.update(dim=dim, transform=spec.transform,
                              conditioner=spec.conditioner, direction=spec.direction)
-            paired_cell(cell, rows, spec, _status_of, _error)
+            paired_cell(cell, rows, spec, device, _status_of, _error)
             check_load(rows, "end")
             rows.status("ok", "", wall_s=time.perf_counter() - t0)
             return 0
@@ -209,7 +210,6 @@ def run_cell(cell: Cell, out: str) -> int:
             rows.base.update(transform=spec.transform, conditioner=spec.conditioner,
                              direction=spec.direction)
         variant = None if cell.variant == "default" else cell.variant
-        device = "cuda" if cell.device == "gpu" else cell.device
         train = adapters.TrainConfig(lr=1e-3 if cell.lr is None else cell.lr,
                                      clip_norm=cell.clip_norm or None)
         flow = backend.build(spec, seed=cell.seed, device=device, variant=variant,
